@@ -1,1 +1,280 @@
-fn main(){}
+//! The `hark` command: run the device, listen to a recording, measure, check a config.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use hark::audio::{read_wav, read_wav_bytes, Audio};
+use hark::config::Config;
+use hark::listen::models::{demo_speech, ModelId, ModelStore};
+use hark::listen::timeline::Timeline;
+use hark::listen::{self, Models};
+
+/// hark: a voice-agent appliance. On-device listening (denoise, VAD, turn detection) today.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Config file (default: $HARK_CONFIG, then /etc/hark/hark.toml, then built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory searched first for model files (then $HARK_MODELS, /usr/share/hark/models, ./models).
+    #[arg(long, global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// More log output (repeat for more); logs go to stderr. `HARK_LOG` takes a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Denoise → VAD → turn detection over a recording; prints a timeline.
+    Listen {
+        /// A WAV file (8–48 kHz, mono or stereo, 16-bit or float). Default: the embedded demo speech.
+        file: Option<PathBuf>,
+        /// Print JSON instead of the timeline.
+        #[arg(long)]
+        json: bool,
+        /// Also draw waveform, VAD and turn probabilities to this PNG.
+        #[arg(long, value_name = "PNG")]
+        plot: Option<PathBuf>,
+    },
+    /// Measure each stage on this machine (single thread) and print a table.
+    Bench {
+        /// Speech recordings to measure on (default: the embedded demo speech).
+        files: Vec<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Smart Turn inferences per engine.
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+    },
+    /// Validate the config and the models it needs, and print what would run.
+    Check {
+        /// Print nothing on success (exit status only).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List the models, where each is found, and whether its checksum matches.
+    Models,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hark: error: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// A failure with the exit status it maps to: 2 for bad input (config, file), 1 otherwise.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn input(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 2,
+        message: e.to_string(),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: e.to_string(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<(Config, Option<PathBuf>), Failure> {
+    match Config::locate(cli.config.as_deref()) {
+        Some(path) => Ok((Config::load(&path).map_err(input)?, Some(path))),
+        None => Ok((Config::default(), None)),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let (config, config_path) = load_config(&cli)?;
+    let store = ModelStore::new(cli.models_dir.as_deref(), &config.models);
+    match cli.command.unwrap_or(Command::Listen {
+        file: None,
+        json: false,
+        plot: None,
+    }) {
+        Command::Listen { file, json, plot } => {
+            let (audio, name) = read_input(file.as_deref())?;
+            let mut models = Models::load(&config.listen, &store).map_err(fail)?;
+            let engines = models
+                .report()
+                .iter()
+                .map(|m| format!("{}: {}", m.id.name(), m.engine))
+                .collect();
+            let (events, trace) =
+                listen::listen_to(&config.listen, &mut models, &audio, plot.is_some())
+                    .map_err(fail)?;
+            let timeline = Timeline::new(name, audio.rate, audio.duration(), engines, events);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&timeline).map_err(fail)?);
+            } else {
+                print!("{}", timeline.render());
+            }
+            if let Some(png) = plot {
+                listen::plot::draw(&png, &audio, &timeline, &trace).map_err(fail)?;
+                if !json {
+                    println!("plot: {}", png.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            files,
+            json,
+            iterations,
+        } => {
+            let mut audio = Audio {
+                rate: 0,
+                samples: Vec::new(),
+            };
+            let inputs: Vec<Option<&Path>> = if files.is_empty() {
+                vec![None]
+            } else {
+                files.iter().map(|f| Some(f.as_path())).collect()
+            };
+            for f in inputs {
+                let (a, _) = read_input(f)?;
+                let a = if audio.rate == 0 || a.rate == audio.rate {
+                    a
+                } else {
+                    a.resampled(audio.rate)
+                };
+                audio.rate = a.rate;
+                audio.samples.extend_from_slice(&a.samples);
+            }
+            let mut report = hark::bench::run(&store, &audio, iterations).map_err(fail)?;
+            let exe = std::env::current_exe().map_err(fail)?;
+            let mut common = Vec::new();
+            if let Some(c) = &config_path {
+                common.extend(["--config".to_string(), c.display().to_string()]);
+            }
+            if let Some(d) = &cli.models_dir {
+                common.extend(["--models-dir".to_string(), d.display().to_string()]);
+            }
+            hark::bench::run_processes(&mut report, &exe, &common, files.first()).map_err(fail)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(fail)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(())
+        }
+        Command::Check { quiet } => {
+            let models = Models::load(&config.listen, &store).map_err(fail)?;
+            if quiet {
+                return Ok(());
+            }
+            match &config_path {
+                Some(p) => println!("config: {} (valid)", p.display()),
+                None => println!("config: none found (--config, $HARK_CONFIG, /etc/hark/hark.toml); using defaults"),
+            }
+            for m in models.report() {
+                println!(
+                    "model {}: {} on {} (loaded in {:.0} ms)",
+                    m.id.name(),
+                    m.source,
+                    m.engine,
+                    m.load_time.as_secs_f64() * 1e3
+                );
+            }
+            let l = &config.listen;
+            println!(
+                "would run: the listening front end: denoise {}, Silero VAD (start {:.2} / end {:.2}, \
+                 min speech {} s, min silence {} s, padding {} s, smoothing {}), turn detection {}",
+                if l.denoise.enabled { "on" } else { "off" },
+                l.vad.start_threshold(),
+                l.vad.end_threshold(),
+                l.vad.min_speech,
+                l.vad.min_silence,
+                l.vad.padding,
+                l.vad.smoothing,
+                if l.turn.enabled { format!("Smart Turn v3.2 (threshold {})", l.turn.threshold) } else { "off".into() },
+            );
+            Ok(())
+        }
+        Command::Models => {
+            println!(
+                "search path: {}",
+                store
+                    .dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut bad = None;
+            for id in ModelId::ALL {
+                match store.load(id) {
+                    Ok((bytes, source)) => println!(
+                        "{:<12} {:>9} bytes  sha256 ok  {}",
+                        id.name(),
+                        bytes.len(),
+                        source
+                    ),
+                    Err(e) => {
+                        println!("{:<12} {e}", id.name());
+                        bad = Some(e);
+                    }
+                }
+            }
+            match store.onnxruntime_library() {
+                Some(p) => println!("onnxruntime  {}", p.display()),
+                None => println!("onnxruntime  not found (engine \"auto\" uses tract)"),
+            }
+            bad.map_or(Ok(()), |e| Err(fail(e)))
+        }
+    }
+}
+
+/// A WAV file, or the embedded demo speech.
+fn read_input(file: Option<&Path>) -> Result<(Audio, String), Failure> {
+    match file {
+        Some(f) => Ok((read_wav(f).map_err(input)?, f.display().to_string())),
+        None => {
+            let bytes = demo_speech().ok_or_else(|| {
+                input("this build has no embedded demo speech (feature `bundled-models`); give a WAV file")
+            })?;
+            Ok((
+                read_wav_bytes(bytes).map_err(fail)?,
+                "demo speech (embedded)".into(),
+            ))
+        }
+    }
+}

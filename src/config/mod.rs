@@ -1,0 +1,439 @@
+//! `hark.toml`: one file configures the device.
+//!
+//! Parsed with serde into typed structs. Unknown keys are rejected (a typo must not silently fall
+//! back to a default on a device nobody watches), and every error names the file, the line and the
+//! key, and says what was expected. `${VAR}` in any string value is replaced from the environment
+//! so API keys stay out of the file.
+
+mod env;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use env::expand_env;
+
+use crate::listen::engine::EngineChoice;
+
+/// Where the config comes from when `--config` is not given.
+pub const ENV_CONFIG: &str = "HARK_CONFIG";
+/// The system-wide config a packaged device reads.
+pub const SYSTEM_CONFIG: &str = "/etc/hark/hark.toml";
+
+/// The whole configuration. Every section is optional; an empty file is a valid config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the model files are, and which inference engine runs them.
+    #[serde(default)]
+    pub models: ModelsConfig,
+    /// The on-device listening front end.
+    #[serde(default)]
+    pub listen: ListenConfig,
+}
+
+/// `[models]`: model lookup and engine selection shared by all on-device models.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// A directory searched before the defaults (`$HARK_MODELS`, `/usr/share/hark/models`, `./models`).
+    #[serde(default, deserialize_with = "env::opt_path")]
+    pub dir: Option<PathBuf>,
+    /// Path to `libonnxruntime.so`; by default it is looked for next to the models.
+    #[serde(default, deserialize_with = "env::opt_path")]
+    pub onnxruntime: Option<PathBuf>,
+}
+
+/// `[listen]`: denoise → VAD → turn detection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// RNNoise before the VAD.
+    #[serde(default)]
+    pub denoise: DenoiseConfig,
+    /// Silero voice-activity detection.
+    #[serde(default)]
+    pub vad: VadConfig,
+    /// Smart Turn end-of-turn detection.
+    #[serde(default)]
+    pub turn: TurnConfig,
+}
+
+/// `[listen.denoise]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenoiseConfig {
+    /// RNNoise costs CPU and can clip soft onsets; a quiet room may not need it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for DenoiseConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `[listen.vad]`: the VideoSDK Silero plugin's defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VadConfig {
+    /// Which engine runs Silero.
+    #[serde(default)]
+    pub engine: EngineChoice,
+    /// Nominal speech threshold; the hysteresis pair below derives from it unless given.
+    #[serde(default = "VadConfig::default_threshold")]
+    pub threshold: f32,
+    /// Smoothed probability at or above which speech starts (default `threshold - 0.1`).
+    pub start_threshold: Option<f32>,
+    /// Smoothed probability below which silence is counted (default `threshold - 0.25`).
+    pub end_threshold: Option<f32>,
+    /// Seconds of speech before `start_of_speech` is emitted.
+    #[serde(default = "VadConfig::default_min_speech")]
+    pub min_speech: f32,
+    /// Seconds of silence before `end_of_speech` is emitted.
+    #[serde(default = "VadConfig::default_min_silence")]
+    pub min_silence: f32,
+    /// Seconds of audio kept before the detected start, so STT and the turn model hear the onset.
+    #[serde(default = "VadConfig::default_padding")]
+    pub padding: f32,
+    /// Weight of the newest probability in the exponential moving average (1 = no smoothing).
+    #[serde(default = "VadConfig::default_smoothing")]
+    pub smoothing: f32,
+}
+
+impl VadConfig {
+    fn default_threshold() -> f32 {
+        0.5
+    }
+    fn default_min_speech() -> f32 {
+        0.05
+    }
+    fn default_min_silence() -> f32 {
+        0.4
+    }
+    fn default_padding() -> f32 {
+        0.5
+    }
+    fn default_smoothing() -> f32 {
+        0.35
+    }
+    /// The threshold at or above which speech starts.
+    pub fn start_threshold(&self) -> f32 {
+        self.start_threshold
+            .unwrap_or(self.threshold - 0.1)
+            .max(0.01)
+    }
+    /// The threshold below which silence is counted.
+    pub fn end_threshold(&self) -> f32 {
+        self.end_threshold
+            .unwrap_or(self.threshold - 0.25)
+            .max(0.01)
+    }
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineChoice::Auto,
+            threshold: Self::default_threshold(),
+            start_threshold: None,
+            end_threshold: None,
+            min_speech: Self::default_min_speech(),
+            min_silence: Self::default_min_silence(),
+            padding: Self::default_padding(),
+            smoothing: Self::default_smoothing(),
+        }
+    }
+}
+
+/// `[listen.turn]`: Smart Turn v3.2.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Turn detection can be switched off; end of speech then ends the turn.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Which engine runs Smart Turn.
+    #[serde(default)]
+    pub engine: EngineChoice,
+    /// Probability at or above which a pause is the end of the turn (inclusive, as the spec's EOU).
+    #[serde(default = "TurnConfig::default_threshold")]
+    pub threshold: f32,
+    /// Inference threads for Smart Turn (the VAD always uses one).
+    #[serde(default = "TurnConfig::default_threads")]
+    pub threads: usize,
+}
+
+impl TurnConfig {
+    fn default_threshold() -> f32 {
+        0.5
+    }
+    fn default_threads() -> usize {
+        1
+    }
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            engine: EngineChoice::Auto,
+            threshold: Self::default_threshold(),
+            threads: Self::default_threads(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A config that could not be used. Messages name the file, line and key, and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{path}:{line}: {key}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// Dotted key path, e.g. `listen.vad.threshold`.
+        key: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A value parsed but is out of range.
+    #[error("{path}: {key}: {message}")]
+    Value {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key path.
+        key: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Picks the config file: `--config`, then `$HARK_CONFIG`, then `/etc/hark/hark.toml`.
+    /// `None` when none is given and the system file does not exist (built-in defaults apply).
+    pub fn locate(cli: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = cli {
+            return Some(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os(ENV_CONFIG).filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        let system = Path::new(SYSTEM_CONFIG);
+        system.exists().then(|| system.to_path_buf())
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let start = inner.span().map_or(0, |s| s.start.min(text.len()));
+            let line = 1 + text[..start].matches('\n').count();
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Value {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        let unit = |key: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(bad(
+                    key,
+                    format!("expected a probability between 0 and 1, got {v}"),
+                ))
+            }
+        };
+        let seconds = |key: &str, v: f32| {
+            if v.is_finite() && (0.0..=10.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(bad(
+                    key,
+                    format!("expected seconds between 0 and 10, got {v}"),
+                ))
+            }
+        };
+        let vad = &self.listen.vad;
+        unit("listen.vad.threshold", vad.threshold)?;
+        if let Some(v) = vad.start_threshold {
+            unit("listen.vad.start_threshold", v)?;
+        }
+        if let Some(v) = vad.end_threshold {
+            unit("listen.vad.end_threshold", v)?;
+        }
+        if vad.end_threshold() > vad.start_threshold() {
+            return Err(bad(
+                "listen.vad.end_threshold",
+                format!(
+                    "expected at most start_threshold ({}), got {}",
+                    vad.start_threshold(),
+                    vad.end_threshold()
+                ),
+            ));
+        }
+        seconds("listen.vad.min_speech", vad.min_speech)?;
+        seconds("listen.vad.min_silence", vad.min_silence)?;
+        seconds("listen.vad.padding", vad.padding)?;
+        if !(vad.smoothing > 0.0 && vad.smoothing <= 1.0) {
+            return Err(bad(
+                "listen.vad.smoothing",
+                format!("expected a weight in (0, 1], got {}", vad.smoothing),
+            ));
+        }
+        unit("listen.turn.threshold", self.listen.turn.threshold)?;
+        if !(1..=16).contains(&self.listen.turn.threads) {
+            return Err(bad(
+                "listen.turn.threads",
+                format!("expected 1 to 16 threads, got {}", self.listen.turn.threads),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("hark.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_silero_plugin_defaults() {
+        let c = parse("").unwrap();
+        let vad = &c.listen.vad;
+        assert_eq!(vad.threshold, 0.5);
+        assert!((vad.start_threshold() - 0.4).abs() < 1e-6);
+        assert!((vad.end_threshold() - 0.25).abs() < 1e-6);
+        assert_eq!(
+            (vad.min_speech, vad.min_silence, vad.padding),
+            (0.05, 0.4, 0.5)
+        );
+        assert_eq!(vad.smoothing, 0.35);
+        assert!(c.listen.denoise.enabled && c.listen.turn.enabled);
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_key_and_expectation() {
+        let err = parse("[listen.vad]\nmin_speech = 0.1\nthreshold = \"high\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("hark.toml:3: listen.vad.threshold:"),
+            "{msg}"
+        );
+        assert!(msg.contains("expected f32"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_the_valid_ones() {
+        let msg = parse("\n[listen.vad]\ntreshold = 0.6\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("hark.toml:3: listen.vad"), "{msg}");
+        assert!(
+            msg.contains("unknown field `treshold`") && msg.contains("threshold"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_engine_lists_the_choices() {
+        let msg = parse("[listen.turn]\nengine = \"cuda\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("hark.toml:2: listen.turn.engine:"), "{msg}");
+        assert!(
+            msg.contains("auto") && msg.contains("tract") && msg.contains("onnxruntime"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn broken_toml_names_the_line() {
+        let msg = parse("[listen]\ndenoise = { enabled = \n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("hark.toml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_value_says_what_is_expected() {
+        let msg = parse("[listen.vad]\nthreshold = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "hark.toml: listen.vad.threshold: expected a probability between 0 and 1, got 1.5"
+        );
+        let msg = parse("[listen.vad]\nstart_threshold = 0.2\nend_threshold = 0.3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("listen.vad.end_threshold: expected at most start_threshold"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn env_vars_are_substituted_in_strings() {
+        std::env::set_var("HARK_TEST_MODELS_DIR", "/opt/models");
+        let c = parse("[models]\ndir = \"${HARK_TEST_MODELS_DIR}/v1\"\n").unwrap();
+        assert_eq!(c.models.dir.as_deref(), Some(Path::new("/opt/models/v1")));
+    }
+
+    #[test]
+    fn missing_env_var_is_an_error_on_its_line() {
+        let msg = parse("[models]\n\ndir = \"${HARK_TEST_SURELY_UNSET}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("hark.toml:3: models.dir:"), "{msg}");
+        assert!(
+            msg.contains("HARK_TEST_SURELY_UNSET") && msg.contains("not set"),
+            "{msg}"
+        );
+    }
+}
