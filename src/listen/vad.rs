@@ -123,6 +123,7 @@ pub struct VadEvent {
 /// The plugin's segmentation rules, free of any model, so they can be tested on their own.
 #[derive(Debug, Clone)]
 pub struct Segmenter {
+    threshold: f32,
     start: f32,
     end: f32,
     alpha: f32,
@@ -134,9 +135,9 @@ pub struct Segmenter {
     /// Time the current candidate or confirmed speech began.
     speech_start: f64,
     speech_run: f64,
-    /// Start of the current run of raw probabilities at or above the end threshold.
+    /// Start of the current run of raw probabilities at or above the nominal threshold.
     raw_rise: Option<f64>,
-    /// End of the last window whose raw probability was at or above the end threshold.
+    /// End of the last window whose raw probability was at or above the nominal threshold.
     last_voiced: f64,
     silence_run: f64,
     windows: u64,
@@ -146,6 +147,7 @@ impl Segmenter {
     /// Rules from `[listen.vad]`, for `window` seconds per probability.
     pub fn new(config: &VadConfig, window: f64) -> Self {
         Self {
+            threshold: config.threshold,
             start: config.start_threshold(),
             end: config.end_threshold(),
             alpha: config.smoothing,
@@ -184,8 +186,9 @@ impl Segmenter {
             self.alpha * prob + (1.0 - self.alpha) * self.smoothed
         };
         // Decisions use the smoothed probability (robust to blips); boundaries use the raw one,
-        // which does not lag, so segment times match where speech really starts and stops.
-        if prob >= self.end {
+        // which does not lag, against the nominal threshold (the plugin's "is speech"), so
+        // segment times match where speech really starts and stops.
+        if prob >= self.threshold {
             self.raw_rise.get_or_insert(t0);
             self.last_voiced = t1;
         } else {
