@@ -437,3 +437,14 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_shipped_example_config_is_valid_and_states_the_defaults() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml"));
+        let c = super::Config::load(path).unwrap();
+        let d = super::Config::default();
+        assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
+    }
+}

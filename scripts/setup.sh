@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs whatever hark's build, demo and tests need and is missing; safe to run again.
+#   scripts/setup.sh          Debian packages for building and running, Rust toolchain, models
+#   scripts/setup.sh --test   also the aarch64 cross compiler and qemu for the cross-build test
+# Needs: Debian 12 (or later) with rustup; root or sudo for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+test_deps=0
+[[ "${1:-}" == "--test" ]] && test_deps=1
+
+packages=(gcc libc6-dev python3 python3-pip fonts-dejavu-core ca-certificates)
+if (( test_deps )); then
+  packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  sudo=""
+  if (( EUID != 0 )); then
+    command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v rustup >/dev/null || { echo "setup: rustup is required (https://rustup.rs)" >&2; exit 1; }
+# rust-toolchain.toml pins the toolchain; asking for it installs it (and its components) if missing.
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+if (( test_deps )); then
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
+    || rustup target add aarch64-unknown-linux-gnu
+fi
+
+# Python's pip only downloads wheels here; nothing is installed into the system Python.
+python3 -m pip --version >/dev/null 2>&1 || { echo "setup: python3 -m pip is not available" >&2; exit 1; }
+python3 models/fetch.py

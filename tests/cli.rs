@@ -1,0 +1,205 @@
+//! The `hark` command as a user meets it: outputs, exit statuses and error messages.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::root;
+
+fn hark(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hark"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("HARK_CONFIG")
+        .env_remove("HARK_MODELS")
+        .output()
+        .unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn listen_without_a_file_runs_on_the_embedded_demo_speech() {
+    let o = hark(&["listen"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.starts_with("demo speech (embedded): 9.96 s at 16000 Hz"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  speech ") && out.contains("end of turn p="),
+        "{out}"
+    );
+}
+
+#[test]
+fn listen_json_reports_segments_and_turns_for_a_48k_file() {
+    let o = hark(&["listen", "models/speech/two_cities.wav", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["sample_rate"], 48_000);
+    let segments = v["segments"].as_array().unwrap();
+    assert!(segments.len() >= 5, "{v}");
+    for s in segments {
+        assert!(s["end"].as_f64().unwrap() > s["start"].as_f64().unwrap());
+    }
+    let turns = v["turns"].as_array().unwrap();
+    assert!(!turns.is_empty());
+    assert!(turns
+        .iter()
+        .all(|t| (0.0..=1.0).contains(&t["probability"].as_f64().unwrap())));
+}
+
+#[test]
+fn plot_writes_a_png() {
+    let png = scratch("plot").join("beckett.png");
+    let _ = std::fs::remove_file(&png);
+    let o = hark(&[
+        "listen",
+        "models/speech/beckett.wav",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        bytes.len() > 20_000,
+        "a plot with content, not an empty canvas"
+    );
+}
+
+#[test]
+fn a_bad_wav_is_a_clear_error_with_status_2() {
+    let dir = scratch("badwav");
+    let text = dir.join("notes.wav");
+    std::fs::write(&text, "not audio").unwrap();
+    let o = hark(&["listen", text.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("notes.wav: not a readable WAV file"),
+        "{}",
+        stderr(&o)
+    );
+
+    let hi = dir.join("96k.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 96_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&hi, spec).unwrap();
+    for _ in 0..960 {
+        w.write_sample(0i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let o = hark(&["listen", hi.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("sample rate 96000 Hz; expected 8000 to 48000 Hz"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_bad_config_names_file_line_and_key() {
+    let cfg = scratch("badcfg").join("hark.toml");
+    std::fs::write(
+        &cfg,
+        "[listen.vad]\nmin_silence = 0.3\nthreshold = \"loud\"\n",
+    )
+    .unwrap();
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{}:3: listen.vad.threshold:", cfg.display())),
+        "{err}"
+    );
+    assert!(err.contains("expected f32"), "{err}");
+}
+
+#[test]
+fn hark_config_environment_variable_is_used_when_no_flag_is_given() {
+    let cfg = scratch("envcfg").join("hark.toml");
+    std::fs::write(&cfg, "[listen.turn]\nenabled = false\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_hark"))
+        .arg("check")
+        .current_dir(root())
+        .env("HARK_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains(&format!("config: {} (valid)", cfg.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("turn detection off") && !out.contains("model smart-turn"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_prints_models_engines_and_what_would_run() {
+    let o = hark(&["check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("model silero-vad: models/silero_vad_op18_ifless.onnx on "),
+        "{out}"
+    );
+    assert!(out.contains("model smart-turn: "), "{out}");
+    assert!(out.contains("would run: the listening front end"), "{out}");
+}
+
+#[test]
+fn a_corrupt_model_names_its_path_and_the_fetch_command() {
+    let dir = scratch("corrupt");
+    std::fs::write(dir.join("silero_vad_op18_ifless.onnx"), b"truncated").unwrap();
+    let o = hark(&["--models-dir", dir.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            &dir.join("silero_vad_op18_ifless.onnx")
+                .display()
+                .to_string()
+        ),
+        "{err}"
+    );
+    assert!(err.contains("python3 models/fetch.py"), "{err}");
+}
+
+#[test]
+fn forcing_tract_in_config_runs_both_models_on_tract() {
+    let cfg = scratch("tract").join("hark.toml");
+    std::fs::write(
+        &cfg,
+        "[listen.vad]\nengine = \"tract\"\n[listen.turn]\nengine = \"tract\"\n",
+    )
+    .unwrap();
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("silero_vad_op18_ifless.onnx on tract"),
+        "{out}"
+    );
+    assert!(out.contains("smart-turn-v3.2-cpu.onnx on tract"), "{out}");
+}
