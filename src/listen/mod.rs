@@ -297,10 +297,8 @@ impl<'m> FrontEnd<'m> {
             None => self.to_16k.flush(&mut self.buf_b),
         }
         self.pending.extend_from_slice(&self.buf_b);
-        if self.pending.len() % vad::WINDOW != 0 {
-            let n = self.pending.len().next_multiple_of(vad::WINDOW);
-            self.pending.resize(n, 0.0);
-        }
+        let n = self.pending.len().next_multiple_of(vad::WINDOW);
+        self.pending.resize(n, 0.0);
         self.run_windows(events)
     }
 

@@ -166,6 +166,7 @@ impl std::fmt::Display for ModelSource {
 pub struct ModelStore {
     dirs: Vec<PathBuf>,
     onnxruntime: Option<PathBuf>,
+    embedded: bool,
 }
 
 impl ModelStore {
@@ -184,6 +185,7 @@ impl ModelStore {
         Self {
             dirs,
             onnxruntime: config.onnxruntime.clone(),
+            embedded: true,
         }
     }
 
@@ -192,7 +194,14 @@ impl ModelStore {
         Self {
             dirs,
             onnxruntime: None,
+            embedded: true,
         }
+    }
+
+    /// Never fall back to the embedded copies: a model must be on disk.
+    pub fn disk_only(mut self) -> Self {
+        self.embedded = false;
+        self
     }
 
     /// The directories searched, in order.
@@ -221,6 +230,7 @@ impl ModelStore {
             }
         }
         id.bundled()
+            .filter(|_| self.embedded)
             .map(|b| (Cow::Borrowed(b), ModelSource::Bundled))
             .ok_or_else(|| ModelError::Missing {
                 name: id.name(),
@@ -287,6 +297,24 @@ mod tests {
         );
         assert!(
             msg.contains("corrupt") && msg.contains("models/fetch.py"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_model_names_the_search_path_and_the_fetch_command() {
+        let dir = scratch("missing");
+        let msg = ModelStore::with_dirs(vec![dir.clone()])
+            .disk_only()
+            .load(ModelId::SileroVad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("model silero-vad (silero_vad_op18_ifless.onnx) not found"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&dir.display().to_string()) && msg.contains("models/fetch.py"),
             "{msg}"
         );
     }

@@ -43,7 +43,7 @@ impl OrtModel {
             reason: e.to_string(),
         };
         let session = Session::builder(env)
-            .map_err(|e| err(e.into()))?
+            .map_err(err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| err(e.into()))?
             .with_intra_threads(threads)
