@@ -39,9 +39,4 @@ fi
 
 # Python's pip only downloads wheels here; nothing is installed into the system Python.
 python3 -m pip --version >/dev/null 2>&1 || { echo "setup: python3 -m pip is not available" >&2; exit 1; }
-if (( test_deps )); then
-  # The aarch64 onnxruntime library too, for the qemu cross-build test.
-  python3 models/fetch.py --arch "$(uname -m)" --arch aarch64
-else
-  python3 models/fetch.py
-fi
+python3 models/fetch.py

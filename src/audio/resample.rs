@@ -60,50 +60,32 @@ impl Resampler {
     /// Resamples `input`, appending what is ready to `out`.
     pub fn process(&mut self, input: &[f32], out: &mut Vec<f32>) {
         self.consumed += input.len() as u64;
-        let Some(inner) = self.inner.as_mut() else {
+        let Some(chunk) = self.inner.as_ref().map(|r| r.input_frames_next()) else {
             out.extend_from_slice(input);
             self.produced += input.len() as u64;
             return;
         };
-        let chunk = inner.input_frames_next();
         let mut input = input;
         while !input.is_empty() {
             let take = (chunk - self.pending.len()).min(input.len());
             self.pending.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.pending.len() == chunk {
-                Self::run(
-                    inner,
-                    &self.pending,
-                    &mut self.scratch,
-                    &mut self.skip,
-                    &mut self.produced,
-                    out,
-                );
-                self.pending.clear();
+                self.run_pending(out);
             }
         }
     }
 
     /// Pushes the tail out: after this, `out` holds every sample the input implies.
     pub fn flush(&mut self, out: &mut Vec<f32>) {
-        let Some(inner) = self.inner.as_mut() else {
+        let Some(chunk) = self.inner.as_ref().map(|r| r.input_frames_next()) else {
             return;
         };
         let want = (self.consumed * self.to as u64).div_ceil(self.from as u64);
-        let chunk = inner.input_frames_next();
         while self.produced < want {
             self.pending.resize(chunk, 0.0);
             let before = out.len();
-            Self::run(
-                inner,
-                &self.pending,
-                &mut self.scratch,
-                &mut self.skip,
-                &mut self.produced,
-                out,
-            );
-            self.pending.clear();
+            self.run_pending(out);
             let excess = self.produced.saturating_sub(want) as usize;
             if excess > 0 {
                 out.truncate((out.len() - excess).max(before));
@@ -112,22 +94,17 @@ impl Resampler {
         }
     }
 
-    fn run(
-        inner: &mut FftFixedIn<f32>,
-        input: &[f32],
-        scratch: &mut [Vec<f32>],
-        skip: &mut usize,
-        produced: &mut u64,
-        out: &mut Vec<f32>,
-    ) {
+    /// Resamples the one full chunk waiting in `pending`, dropping the start-up delay.
+    fn run_pending(&mut self, out: &mut Vec<f32>) {
+        let inner = self.inner.as_mut().expect("only called when resampling");
         let (_, n) = inner
-            .process_into_buffer(&[input], scratch, None)
+            .process_into_buffer(&[&self.pending], &mut self.scratch, None)
             .expect("buffers are sized from the resampler itself");
-        let fresh = &scratch[0][..n];
-        let drop = (*skip).min(fresh.len());
-        *skip -= drop;
-        out.extend_from_slice(&fresh[drop..]);
-        *produced += (fresh.len() - drop) as u64;
+        let drop = self.skip.min(n);
+        self.skip -= drop;
+        out.extend_from_slice(&self.scratch[0][drop..n]);
+        self.produced += (n - drop) as u64;
+        self.pending.clear();
     }
 }
 
