@@ -66,6 +66,21 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// This process's peak resident set (VmHWM), from /proc.
+pub fn peak_rss_kb() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
 /// Process CPU time (user + system).
 pub fn cpu_time() -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we own.
@@ -216,7 +231,8 @@ pub fn run(
 }
 
 /// Launch-to-ready and peak RSS, measured on child processes of this binary: `hark check
-/// --quiet` (start, load and verify every model, exit) and `hark listen FILE --json`.
+/// --quiet` (start, load and verify every model, exit) and `hark listen FILE --json`, which
+/// reports its own VmHWM (a parent's getrusage would count pages the child shared before exec).
 pub fn run_processes(
     report: &mut Report,
     exe: &Path,
@@ -243,24 +259,24 @@ pub fn run_processes(
         "ms",
     );
     let mut cmd = Command::new(exe);
-    cmd.args(common).arg("listen");
+    cmd.args(common).args(["--report-rss", "listen"]);
     if let Some(f) = file {
         cmd.arg(f);
     }
     let out = cmd
         .arg("--json")
         .stdout(std::process::Stdio::null())
-        .status()?;
-    if !out.success() {
-        return Err(std::io::Error::other(format!("hark listen failed: {out}")));
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "hark listen failed: {}",
+            out.status
+        )));
     }
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    report.add(
-        "peak RSS of hark listen (largest child)",
-        ru.ru_maxrss as f64 / 1024.0,
-        "MB",
-    );
+    let kb = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kb=")?.parse::<f64>().ok())
+        .ok_or_else(|| std::io::Error::other("hark listen did not report its peak RSS"))?;
+    report.add("peak RSS of hark listen", kb / 1024.0, "MB");
     Ok(())
 }

@@ -24,6 +24,9 @@ struct Cli {
     /// More log output (repeat for more); logs go to stderr. `HARK_LOG` takes a tracing filter.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Print `peak_rss_kb=N` to stderr on exit (used by `hark bench`).
+    #[arg(long, global = true, hide = true)]
+    report_rss: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -65,7 +68,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    match run(cli) {
+    let report_rss = cli.report_rss;
+    let result = run(cli);
+    if report_rss {
+        eprintln!("peak_rss_kb={}", hark::bench::peak_rss_kb().unwrap_or(0));
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hark: error: {e}");

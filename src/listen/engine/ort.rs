@@ -50,6 +50,11 @@ impl OrtModel {
             .map_err(|e| err(e.into()))?
             .with_inter_threads(1)
             .map_err(|e| err(e.into()))?
+            // No pre-planned memory pattern: measured 88 -> 76 MB peak RSS for `hark listen`
+            // at no cost in speed. (Disabling the CPU arena too saves little more and costs
+            // ~10% on Smart Turn.)
+            .with_memory_pattern(false)
+            .map_err(|e| err(e.into()))?
             .commit_from_memory(bytes)
             .map_err(err)?;
         Ok(Self {
