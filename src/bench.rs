@@ -203,30 +203,32 @@ pub fn run(
         "us",
     );
 
-    // The whole front end, as configured by default (auto engines), in CPU time.
+    // The whole front end, as configured by default (auto engines), in CPU time; then without
+    // turn detection, to show what Smart Turn's share is.
     let config = ListenConfig::default();
-    let mut models = Models::load(&config, store)?;
-    let before = cpu_time();
-    let t = Instant::now();
-    listen::listen_to(&config, &mut models, audio, false)?;
-    let cpu = cpu_time() - before;
-    let wall = t.elapsed();
-    let engines = models
-        .report()
-        .iter()
-        .map(|m| format!("{} {}", m.id.name(), m.engine))
-        .collect::<Vec<_>>()
-        .join(", ");
-    report.add(
-        format!("front end CPU per audio second ({engines})"),
-        cpu.as_secs_f64() / audio.duration(),
-        "s/s",
-    );
-    report.add(
-        "front end wall time per audio second",
-        wall.as_secs_f64() / audio.duration(),
-        "s/s",
-    );
+    let mut no_turn = config.clone();
+    no_turn.turn.enabled = false;
+    for (label, config) in [("", &config), (" without turn detection", &no_turn)] {
+        let mut models = Models::load(config, store)?;
+        let before = cpu_time();
+        let (events, _) = listen::listen_to(config, &mut models, audio, false)?;
+        let cpu = cpu_time() - before;
+        let engines = models
+            .report()
+            .iter()
+            .map(|m| format!("{} {}", m.id.name(), m.engine))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let turns = events
+            .iter()
+            .filter(|e| matches!(e, listen::ListenEvent::Turn(_)))
+            .count();
+        report.add(
+            format!("front end CPU per audio second{label} ({engines}; {turns} turn inferences)"),
+            cpu.as_secs_f64() / audio.duration(),
+            "s/s",
+        );
+    }
     Ok(report)
 }
 
