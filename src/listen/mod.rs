@@ -87,44 +87,30 @@ impl Models {
     pub fn load(config: &ListenConfig, store: &ModelStore) -> Result<Models, ListenError> {
         let ort_lib = store.onnxruntime_library();
         let mut report = Vec::new();
-        let t = Instant::now();
-        let (bytes, source) = store.load(ModelId::SileroVad)?;
-        let vad = SileroVad::new(
-            &bytes,
-            LoadOptions {
+        let vad = load_timed(store, ModelId::SileroVad, &mut report, |bytes| {
+            let options = LoadOptions {
                 choice: config.vad.engine,
                 threads: 1,
                 onnxruntime: ort_lib.as_deref(),
-            },
-        )?;
-        report.push(LoadedModel {
-            id: ModelId::SileroVad,
-            source,
-            engine: vad.engine(),
-            load_time: t.elapsed(),
-        });
-        let turn = if config.turn.enabled {
-            let t = Instant::now();
-            let (bytes, source) = store.load(ModelId::SmartTurn)?;
-            let turn = SmartTurn::new(
-                &bytes,
-                LoadOptions {
-                    choice: config.turn.engine,
-                    threads: config.turn.threads,
-                    onnxruntime: ort_lib.as_deref(),
-                },
-                config.turn.threshold,
-            )?;
-            report.push(LoadedModel {
-                id: ModelId::SmartTurn,
-                source,
-                engine: turn.engine(),
-                load_time: t.elapsed(),
-            });
-            Some(turn)
-        } else {
-            None
-        };
+            };
+            let vad = SileroVad::new(bytes, options)?;
+            Ok((vad.engine(), vad))
+        })?;
+        let turn = config
+            .turn
+            .enabled
+            .then(|| {
+                load_timed(store, ModelId::SmartTurn, &mut report, |bytes| {
+                    let options = LoadOptions {
+                        choice: config.turn.engine,
+                        threads: config.turn.threads,
+                        onnxruntime: ort_lib.as_deref(),
+                    };
+                    let turn = SmartTurn::new(bytes, options, config.turn.threshold)?;
+                    Ok((turn.engine(), turn))
+                })
+            })
+            .transpose()?;
         Ok(Models { vad, turn, report })
     }
 
@@ -142,6 +128,25 @@ impl Models {
     pub fn turn_mut(&mut self) -> Option<&mut SmartTurn> {
         self.turn.as_mut()
     }
+}
+
+/// Reads, verifies and loads one model, recording where it came from and how long it took.
+fn load_timed<T>(
+    store: &ModelStore,
+    id: ModelId,
+    report: &mut Vec<LoadedModel>,
+    load: impl FnOnce(&[u8]) -> Result<(EngineKind, T), EngineError>,
+) -> Result<T, ListenError> {
+    let t = Instant::now();
+    let (bytes, source) = store.load(id)?;
+    let (engine, model) = load(&bytes)?;
+    report.push(LoadedModel {
+        id,
+        source,
+        engine,
+        load_time: t.elapsed(),
+    });
+    Ok(model)
 }
 
 /// The last 8 s of 16 kHz audio, and where the current turn began.
@@ -186,19 +191,77 @@ impl History {
     }
 }
 
+/// Input conditioning: audio at any rate in, 16 kHz (denoised or not) out.
+enum Conditioner {
+    /// Straight to 16 kHz.
+    Direct(Box<Resampler>),
+    /// Up to RNNoise's 48 kHz, denoise, down to 16 kHz.
+    Denoise(Box<DenoiseChain>),
+}
+
+/// The denoising path, with its two intermediate buffers reused on every push.
+struct DenoiseChain {
+    up: Resampler,
+    rnnoise: Denoiser,
+    down: Resampler,
+    at_48k: Vec<f32>,
+    clean: Vec<f32>,
+}
+
+impl Conditioner {
+    fn new(input_rate: u32, denoise: bool) -> Self {
+        if !denoise {
+            return Conditioner::Direct(Box::new(Resampler::new(input_rate, SAMPLE_RATE)));
+        }
+        Conditioner::Denoise(Box::new(DenoiseChain {
+            up: Resampler::new(input_rate, denoise::SAMPLE_RATE),
+            rnnoise: Denoiser::new(),
+            down: Resampler::new(denoise::SAMPLE_RATE, SAMPLE_RATE),
+            at_48k: Vec::with_capacity(8192),
+            clean: Vec::with_capacity(8192),
+        }))
+    }
+
+    /// Conditions `input`, appending 16 kHz audio to `out`.
+    fn process(&mut self, input: &[f32], out: &mut Vec<f32>) {
+        match self {
+            Conditioner::Direct(r) => r.process(input, out),
+            Conditioner::Denoise(c) => {
+                c.at_48k.clear();
+                c.up.process(input, &mut c.at_48k);
+                c.clean.clear();
+                c.rnnoise.process(&c.at_48k, &mut c.clean);
+                c.down.process(&c.clean, out);
+            }
+        }
+    }
+
+    /// Flushes every stage at the end of the stream, appending the tail to `out`.
+    fn flush(&mut self, out: &mut Vec<f32>) {
+        match self {
+            Conditioner::Direct(r) => r.flush(out),
+            Conditioner::Denoise(c) => {
+                c.at_48k.clear();
+                c.up.flush(&mut c.at_48k);
+                c.clean.clear();
+                c.rnnoise.process(&c.at_48k, &mut c.clean);
+                c.rnnoise.flush(&mut c.clean);
+                c.down.process(&c.clean, out);
+                c.down.flush(out);
+            }
+        }
+    }
+}
+
 /// One stream's front end. Build one per microphone, call, or file.
 pub struct FrontEnd<'m> {
     models: &'m mut Models,
-    denoise: Option<(Resampler, Denoiser, Resampler)>,
-    to_16k: Resampler,
+    input: Conditioner,
     segmenter: Segmenter,
     padding: u64,
     history: History,
     /// 16 kHz audio waiting for a whole VAD window.
     pending: Vec<f32>,
-    /// Scratch buffers reused on every push.
-    buf_a: Vec<f32>,
-    buf_b: Vec<f32>,
     trace: Option<Vec<WindowTrace>>,
 }
 
@@ -224,23 +287,13 @@ impl<'m> FrontEnd<'m> {
             return Err(ListenError::Rate(input_rate));
         }
         models.vad.reset();
-        let denoise = config.denoise.enabled.then(|| {
-            (
-                Resampler::new(input_rate, denoise::SAMPLE_RATE),
-                Denoiser::new(),
-                Resampler::new(denoise::SAMPLE_RATE, SAMPLE_RATE),
-            )
-        });
         Ok(Self {
             models,
-            denoise,
-            to_16k: Resampler::new(input_rate, SAMPLE_RATE),
+            input: Conditioner::new(input_rate, config.denoise.enabled),
             segmenter: Segmenter::new(&config.vad, vad::WINDOW as f64 / SAMPLE_RATE as f64),
             padding: (config.vad.padding * SAMPLE_RATE as f32) as u64,
             history: History::new(),
-            pending: Vec::with_capacity(vad::WINDOW * 4),
-            buf_a: Vec::with_capacity(8192),
-            buf_b: Vec::with_capacity(8192),
+            pending: Vec::with_capacity(8192),
             trace: None,
         })
     }
@@ -262,41 +315,13 @@ impl<'m> FrontEnd<'m> {
         samples: &[f32],
         events: &mut Vec<ListenEvent>,
     ) -> Result<(), ListenError> {
-        self.buf_b.clear();
-        match &mut self.denoise {
-            Some((up, rnnoise, down)) => {
-                self.buf_a.clear();
-                up.process(samples, &mut self.buf_a);
-                self.buf_b.clear();
-                rnnoise.process(&self.buf_a, &mut self.buf_b);
-                self.buf_a.clear();
-                down.process(&self.buf_b, &mut self.buf_a);
-                std::mem::swap(&mut self.buf_a, &mut self.buf_b);
-            }
-            None => self.to_16k.process(samples, &mut self.buf_b),
-        }
-        self.pending.extend_from_slice(&self.buf_b);
+        self.input.process(samples, &mut self.pending);
         self.run_windows(events)
     }
 
     /// Ends the stream: flushes the resamplers and denoiser, pads the last window with silence.
     pub fn finish(&mut self, events: &mut Vec<ListenEvent>) -> Result<(), ListenError> {
-        self.buf_b.clear();
-        match &mut self.denoise {
-            Some((up, rnnoise, down)) => {
-                self.buf_a.clear();
-                up.flush(&mut self.buf_a);
-                self.buf_b.clear();
-                rnnoise.process(&self.buf_a, &mut self.buf_b);
-                rnnoise.flush(&mut self.buf_b);
-                self.buf_a.clear();
-                down.process(&self.buf_b, &mut self.buf_a);
-                down.flush(&mut self.buf_a);
-                std::mem::swap(&mut self.buf_a, &mut self.buf_b);
-            }
-            None => self.to_16k.flush(&mut self.buf_b),
-        }
-        self.pending.extend_from_slice(&self.buf_b);
+        self.input.flush(&mut self.pending);
         let n = self.pending.len().next_multiple_of(vad::WINDOW);
         self.pending.resize(n, 0.0);
         self.run_windows(events)
