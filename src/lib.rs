@@ -4,7 +4,10 @@
 //! Rust. Modules follow the audio's path: [`audio`] (formats, WAV, resampling) feeds [`listen`]
 //! (on-device denoise, VAD, turn detection); [`config`] describes a device in one TOML file.
 
+pub mod agent;
 pub mod audio;
 pub mod bench;
 pub mod config;
 pub mod listen;
+pub mod session;
+pub mod transport;

@@ -1,0 +1,26 @@
+//! Transports: where a session's audio comes from and goes to (ALSA, SIP/RTP, rooms), and the
+//! call controls some of them offer.
+
+use async_trait::async_trait;
+
+/// Why a call control failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum CallError {
+    /// This transport has no such feature (e.g. transfer on a kiosk).
+    #[error("not supported by this transport")]
+    Unsupported,
+    /// The far end or the network refused or failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Controls of a phone-like call, used by the built-in tools and the session's hangup.
+#[async_trait]
+pub trait CallControl: Send + Sync {
+    /// Ends the call.
+    async fn hangup(&self, reason: &str) -> Result<(), CallError>;
+    /// Transfers the caller to `target` (a SIP URI or number) without consultation.
+    async fn transfer(&self, target: &str) -> Result<(), CallError>;
+    /// Sends DTMF digits (`0-9*#A-D`).
+    async fn send_dtmf(&self, digits: &str) -> Result<(), CallError>;
+}
