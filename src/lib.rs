@@ -9,5 +9,6 @@ pub mod audio;
 pub mod bench;
 pub mod config;
 pub mod listen;
+pub mod providers;
 pub mod session;
 pub mod transport;

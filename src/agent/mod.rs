@@ -6,6 +6,7 @@
 //! conversation over ([`tool::ToolOutput::Handoff`]); the session then switches instructions
 //! and tools mid-conversation.
 
+pub mod context;
 pub mod tool;
 
 use std::sync::Arc;

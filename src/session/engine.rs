@@ -1,0 +1,1149 @@
+//! The session's engine: one tokio task that owns the conversation and reacts to everything
+//! (user audio events, transcripts, LLM and TTS streams, tool results, timers, API calls).
+//!
+//! A single owner keeps the spec's rules simple to follow and to test on a paused clock: no
+//! locks, no shared state, every timing rule is a deadline in this task. Slow work (opening
+//! provider streams, running tools, agent hooks) runs in spawned tasks that report back.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::{Duration, Instant};
+
+use super::metrics::{MetricsRing, TurnMetrics};
+use super::options::word_count;
+use super::segment::{SegmentOptions, Segmenter};
+use super::state::{AgentState, SessionEvent, UserState};
+use super::utterance::{NotInterruptible, UtteranceHandle};
+use super::{AudioSink, SessionHandle, SessionOptions, WakeUp};
+use crate::agent::context::{ChatContext, ChatMessage, ChatRole, CopyOptions};
+use crate::agent::{Agent, Tool, ToolContext, ToolError, ToolOutput};
+use crate::audio::resample::Resampler;
+use crate::providers::{
+    AudioStream, Llm, LlmEvent, LlmRequest, LlmStream, ProviderError, SttEvent, SttInput,
+    ToolCallRequest, Tts,
+};
+
+/// Calls from the API side.
+pub(super) enum Command {
+    Say {
+        text: String,
+        interruptible: bool,
+        add_to_context: bool,
+        done: oneshot::Sender<Result<UtteranceHandle, NotInterruptible>>,
+    },
+    Reply {
+        instructions: String,
+        interruptible: bool,
+        done: oneshot::Sender<(UtteranceHandle, bool)>,
+    },
+    Interrupt {
+        force: bool,
+        done: oneshot::Sender<Result<(), NotInterruptible>>,
+    },
+    History {
+        include_function_calls: bool,
+        include_system_messages: bool,
+        done: oneshot::Sender<Vec<Value>>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What the listening front end reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UserInput {
+    /// VAD: the user started speaking.
+    SpeechStarted,
+    /// VAD: the user stopped speaking.
+    SpeechEnded,
+    /// The turn detector's end-of-turn probability for the pause that just began.
+    TurnProbability(f32),
+}
+
+/// Results of spawned work.
+enum Internal {
+    Entered,
+    LlmOpened(u64, Result<LlmStream, ProviderError>),
+    TtsOpened(u64, Result<AudioStream, ProviderError>),
+    ToolsDone(u64, Vec<(ToolCallRequest, Result<ToolOutput, ToolError>)>),
+}
+
+/// The reply being generated or spoken.
+struct Reply {
+    id: u64,
+    handle: UtteranceHandle,
+    /// LLM text so far (what goes into the context, also when interrupted).
+    text: String,
+    /// From an LLM (its text is added to the context at the end); `say` adds its own.
+    from_llm: bool,
+    segmenter: Segmenter,
+    /// Segments on their way to TTS; `None` once the text is complete.
+    tts_text: Option<mpsc::Sender<String>>,
+    llm_done: bool,
+    tts_done: bool,
+    tools_running: bool,
+    calls: Vec<ToolCallRequest>,
+    depth: usize,
+    speaking: bool,
+    /// Started by `reply()`: clears `reply_in_progress` when it ends.
+    explicit: bool,
+}
+
+pub(super) struct Engine {
+    opts: SessionOptions,
+    agent: Arc<dyn Agent>,
+    tools: Vec<Arc<dyn Tool>>,
+    ctx: ChatContext,
+    llm: Option<Arc<dyn Llm>>,
+    tts: Option<Arc<dyn Tts>>,
+    has_turn_detector: bool,
+    tool_cx: ToolContext,
+    handle: SessionHandle,
+
+    events: broadcast::Sender<SessionEvent>,
+    cmd_rx: mpsc::Receiver<Command>,
+    input_rx: mpsc::UnboundedReceiver<UserInput>,
+    stt_rx: Option<mpsc::Receiver<SttEvent>>,
+    stt_input: Arc<Mutex<Option<Box<dyn SttInput>>>>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
+    llm_rx: Option<LlmStream>,
+    tts_rx: Option<AudioStream>,
+
+    started_at: Instant,
+    user_state: UserState,
+    agent_state: AgentState,
+    accept_input: bool,
+    closed: bool,
+    user_speaking: bool,
+
+    // End of utterance.
+    accumulated: String,
+    turn_probability: Option<f32>,
+    last_final_at: Option<Instant>,
+    eou_deadline: Option<Instant>,
+
+    // Interruptions.
+    vad_monitor: Option<Instant>,
+    interrupting: bool,
+    paused_until: Option<Instant>,
+
+    // Replies.
+    next_id: u64,
+    reply: Option<Reply>,
+    current: Option<UtteranceHandle>,
+    reply_in_progress: bool,
+    executing_tool: bool,
+
+    // Wake-up timer.
+    wake_deadline: Option<Instant>,
+    wake_prompts: u32,
+    ending: bool,
+
+    // Playout.
+    sink: Box<dyn AudioSink>,
+    playout: VecDeque<f32>,
+    frame: Vec<f32>,
+    resampled: Vec<f32>,
+    resampler: Option<Resampler>,
+    frame_period: Duration,
+    next_tick: Instant,
+
+    turn: TurnMetrics,
+    turns: u64,
+    ring: MetricsRing,
+}
+
+/// Waits on an optional receiver; a missing one never yields.
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until an optional deadline; a missing one never fires.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) struct EngineParts {
+    pub opts: SessionOptions,
+    pub agent: Arc<dyn Agent>,
+    pub llm: Option<Arc<dyn Llm>>,
+    pub tts: Option<Arc<dyn Tts>>,
+    pub has_turn_detector: bool,
+    pub tool_cx: ToolContext,
+    pub handle: SessionHandle,
+    pub events: broadcast::Sender<SessionEvent>,
+    pub cmd_rx: mpsc::Receiver<Command>,
+    pub input_rx: mpsc::UnboundedReceiver<UserInput>,
+    pub stt_rx: Option<mpsc::Receiver<SttEvent>>,
+    pub stt_input: Arc<Mutex<Option<Box<dyn SttInput>>>>,
+    pub sink: Box<dyn AudioSink>,
+    pub started: oneshot::Sender<()>,
+}
+
+impl Engine {
+    pub(super) fn spawn(p: EngineParts) -> tokio::task::JoinHandle<()> {
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let frame_len = (p.opts.output_rate as usize * p.opts.frame_ms as usize) / 1000;
+        let mut ctx = ChatContext::new();
+        if let Some(max) = p.opts.max_context_items {
+            ctx.set_max_items(Some(max));
+        }
+        let instructions = p.agent.instructions();
+        ctx.add_message(ChatRole::System, instructions);
+        let resampler = p.tts.as_ref().and_then(|t| {
+            (t.sample_rate() != p.opts.output_rate)
+                .then(|| Resampler::new(t.sample_rate(), p.opts.output_rate))
+        });
+        let now = Instant::now();
+        let engine = Engine {
+            tools: p.agent.tools(),
+            agent: p.agent,
+            ctx,
+            llm: p.llm,
+            tts: p.tts,
+            has_turn_detector: p.has_turn_detector,
+            tool_cx: p.tool_cx,
+            handle: p.handle,
+            events: p.events,
+            cmd_rx: p.cmd_rx,
+            input_rx: p.input_rx,
+            stt_rx: p.stt_rx,
+            stt_input: p.stt_input,
+            internal_tx,
+            internal_rx,
+            llm_rx: None,
+            tts_rx: None,
+            started_at: now,
+            user_state: UserState::Idle,
+            agent_state: AgentState::Idle,
+            accept_input: false,
+            closed: false,
+            user_speaking: false,
+            accumulated: String::new(),
+            turn_probability: None,
+            last_final_at: None,
+            eou_deadline: None,
+            vad_monitor: None,
+            interrupting: false,
+            paused_until: None,
+            next_id: 0,
+            reply: None,
+            current: None,
+            reply_in_progress: false,
+            executing_tool: false,
+            wake_deadline: None,
+            wake_prompts: 0,
+            ending: false,
+            sink: p.sink,
+            playout: VecDeque::with_capacity(p.opts.output_rate as usize * 30),
+            frame: vec![0.0; frame_len],
+            resampled: Vec::with_capacity(p.opts.output_rate as usize),
+            resampler,
+            frame_period: Duration::from_millis(u64::from(p.opts.frame_ms)),
+            next_tick: now,
+            turn: TurnMetrics::default(),
+            turns: 0,
+            ring: MetricsRing::new(64),
+            opts: p.opts,
+        };
+        tokio::spawn(engine.run(p.started))
+    }
+
+    async fn run(mut self, started: oneshot::Sender<()>) {
+        self.set_agent_state(AgentState::Starting);
+        self.enter_agent(Some(started));
+        loop {
+            let deadline = self.next_deadline();
+            let playing = self.playing();
+            tokio::select! {
+                biased;
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Close { done }) => {
+                        self.close().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone: nobody can use the session any more.
+                    None => {
+                        self.close().await;
+                        return;
+                    }
+                },
+                Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
+                Some(input) = self.input_rx.recv() => self.on_input(input),
+                ev = recv(&mut self.stt_rx) => match ev {
+                    Some(ev) => self.on_stt(ev),
+                    None => {
+                        self.stt_rx = None;
+                        self.error("stt", "transcription stream ended".into());
+                    }
+                },
+                ev = recv(&mut self.llm_rx) => self.on_llm(ev),
+                chunk = recv(&mut self.tts_rx) => self.on_tts(chunk),
+                _ = until(deadline) => self.on_deadlines(),
+                _ = tokio::time::sleep_until(self.next_tick), if playing => self.on_tick(),
+            }
+            if self.ending && self.reply.is_none() && self.playout.is_empty() {
+                self.hang_up().await;
+                return;
+            }
+        }
+    }
+
+    fn now_s(&self) -> f64 {
+        (Instant::now() - self.started_at).as_secs_f64()
+    }
+
+    fn emit(&self, e: SessionEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(e);
+    }
+
+    fn error(&self, component: &'static str, message: String) {
+        tracing::warn!(component, %message, "provider error");
+        self.emit(SessionEvent::Error { component, message });
+    }
+
+    fn set_agent_state(&mut self, s: AgentState) {
+        if self.agent_state != s {
+            self.agent_state = s;
+            self.emit(SessionEvent::AgentStateChanged { state: s });
+        }
+    }
+
+    fn set_user_state(&mut self, s: UserState) {
+        if self.user_state != s {
+            self.user_state = s;
+            self.emit(SessionEvent::UserStateChanged { state: s });
+        }
+    }
+
+    /// Runs the active agent's `on_enter` in its own task (it may call `say`, which this task
+    /// must be free to serve).
+    fn enter_agent(&mut self, started: Option<oneshot::Sender<()>>) {
+        let agent = self.agent.clone();
+        let handle = self.handle.clone();
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            agent.on_enter(&handle).await;
+            let _ = tx.send(Internal::Entered);
+            if let Some(s) = started {
+                let _ = s.send(());
+            }
+        });
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.eou_deadline,
+            self.vad_monitor,
+            self.paused_until,
+            self.wake_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn playing(&self) -> bool {
+        self.paused_until.is_none() && !self.playout.is_empty()
+    }
+
+    // ---- API commands ----------------------------------------------------------------
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Say {
+                text,
+                interruptible,
+                add_to_context,
+                done,
+            } => {
+                let _ = done.send(self.say(text, interruptible, add_to_context));
+            }
+            Command::Reply {
+                instructions,
+                interruptible,
+                done,
+            } => {
+                self.accept_input = true;
+                if self.reply_in_progress {
+                    // The spec drops a second reply and hands back the current utterance.
+                    let h = self.current.clone().unwrap_or_else(|| {
+                        let h = UtteranceHandle::with_id("placeholder", interruptible);
+                        h.mark_done();
+                        h
+                    });
+                    let _ = done.send((h, false));
+                    return;
+                }
+                let handle = UtteranceHandle::new(interruptible);
+                self.current = Some(handle.clone());
+                if instructions.trim().is_empty() {
+                    handle.mark_done();
+                    let _ = done.send((handle, false));
+                    return;
+                }
+                self.reply_in_progress = true;
+                self.wake_deadline = None;
+                self.ctx.add_message(ChatRole::User, instructions);
+                self.start_generation(handle.clone(), true);
+                let _ = done.send((handle, true));
+            }
+            Command::Interrupt { force, done } => {
+                let r = match self.current.clone() {
+                    Some(h) if !h.interrupted() => h.interrupt(force),
+                    _ => Ok(()),
+                };
+                if r.is_ok() {
+                    self.full_interrupt();
+                }
+                let _ = done.send(r);
+            }
+            Command::History {
+                include_function_calls,
+                include_system_messages,
+                done,
+            } => {
+                let copy = self.ctx.copy(&CopyOptions {
+                    exclude_function_calls: !include_function_calls,
+                    exclude_instructions: !include_system_messages,
+                    tool_names: None,
+                });
+                let items = match copy.to_json() {
+                    Value::Object(mut o) => match o.remove("items") {
+                        Some(Value::Array(items)) => items,
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                };
+                let _ = done.send(items);
+            }
+            Command::Close { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    fn say(
+        &mut self,
+        text: String,
+        interruptible: bool,
+        add_to_context: bool,
+    ) -> Result<UtteranceHandle, NotInterruptible> {
+        self.accept_input = true;
+        let handle = UtteranceHandle::new(interruptible);
+        if !self.executing_tool {
+            if let Some(cur) = self.current.clone().filter(|c| !c.is_done()) {
+                cur.interrupt(false)?;
+                self.stop_reply();
+            }
+            self.current = Some(handle.clone());
+        }
+        if add_to_context {
+            self.ctx.add_message(ChatRole::Assistant, text.clone());
+        }
+        self.emit(SessionEvent::AgentText { text: text.clone() });
+        if self.tts.is_none() {
+            handle.mark_done();
+            return Ok(handle);
+        }
+        let id = self.new_reply(handle.clone(), false, 0);
+        let reply = self.reply.as_mut().expect("just created");
+        reply.llm_done = true;
+        reply.text = text.clone();
+        if let Some(tx) = reply.tts_text.take() {
+            let _ = tx.try_send(text);
+        }
+        debug_assert_eq!(reply.id, id);
+        Ok(handle)
+    }
+
+    // ---- user input ------------------------------------------------------------------
+
+    fn on_input(&mut self, input: UserInput) {
+        if !self.accept_input {
+            return;
+        }
+        let now = Instant::now();
+        match input {
+            UserInput::SpeechStarted => {
+                self.user_speaking = true;
+                self.turn_probability = None;
+                self.set_user_state(UserState::Speaking);
+                if !matches!(
+                    self.agent_state,
+                    AgentState::Speaking | AgentState::Thinking
+                ) {
+                    self.set_agent_state(AgentState::Listening);
+                }
+                // Continued speech cancels the end-of-utterance wait.
+                self.eou_deadline = None;
+                self.wake_prompts = 0;
+                if !self.reply_in_progress && self.reply.is_none() {
+                    self.arm_wake_up();
+                }
+                if self.opts.interrupt.mode.uses_vad()
+                    && self.reply.as_ref().is_some_and(|r| r.speaking)
+                    && self.vad_monitor.is_none()
+                {
+                    self.vad_monitor = Some(
+                        now + Duration::from_secs_f64(self.opts.interrupt.interrupt_min_duration),
+                    );
+                }
+            }
+            UserInput::SpeechEnded => {
+                self.user_speaking = false;
+                self.vad_monitor = None;
+                self.turn.user_speech_end = Some(self.now_s());
+                if let Some(stt) = self.stt_input.lock().expect("stt input").as_mut() {
+                    stt.flush();
+                }
+                self.set_user_state(UserState::Idle);
+                if self.agent_state == AgentState::Listening {
+                    self.set_agent_state(AgentState::Idle);
+                }
+            }
+            UserInput::TurnProbability(p) => {
+                self.turn_probability = Some(p);
+                // A verdict arriving while we wait re-times the wait from the final transcript.
+                if let (Some(_), Some(at)) = (self.eou_deadline, self.last_final_at) {
+                    self.eou_deadline = Some(at + self.opts.eou.wait(Some(p)));
+                }
+            }
+        }
+    }
+
+    fn on_stt(&mut self, ev: SttEvent) {
+        if !self.accept_input {
+            return;
+        }
+        match ev {
+            SttEvent::Interim(text) | SttEvent::Preflight(text) => {
+                self.emit(SessionEvent::UserTranscript {
+                    text: text.clone(),
+                    is_final: false,
+                });
+                if self.eou_deadline.is_some() {
+                    self.eou_deadline = None;
+                }
+                self.stt_interrupt_check(&text);
+            }
+            SttEvent::Final { text, .. } => {
+                self.emit(SessionEvent::UserTranscript {
+                    text: text.clone(),
+                    is_final: true,
+                });
+                if self.reply.is_some()
+                    && matches!(
+                        self.agent_state,
+                        AgentState::Speaking | AgentState::Thinking
+                    )
+                {
+                    // Barge-in gate: short or non-interruptible → the transcript is dropped.
+                    let interruptible = self
+                        .reply
+                        .as_ref()
+                        .is_some_and(|r| r.handle.is_interruptible());
+                    if word_count(&text) < self.opts.interrupt.interrupt_min_words || !interruptible
+                    {
+                        return;
+                    }
+                    self.full_interrupt();
+                }
+                if text.trim().is_empty() {
+                    return;
+                }
+                if !self.accumulated.is_empty() {
+                    self.accumulated.push(' ');
+                }
+                self.accumulated.push_str(text.trim());
+                let now = Instant::now();
+                self.turn.stt_final = Some(self.now_s());
+                self.last_final_at = Some(now);
+                let p = if self.has_turn_detector {
+                    // Until the detector's verdict is in, assume the user may go on.
+                    Some(self.turn_probability.unwrap_or(0.0))
+                } else {
+                    None
+                };
+                self.turn.eou_probability = p;
+                self.eou_deadline = Some(now + self.opts.eou.wait(p));
+            }
+            SttEvent::Error(e) => self.error("stt", e.to_string()),
+        }
+    }
+
+    fn stt_interrupt_check(&mut self, text: &str) {
+        let words = word_count(text);
+        if words < self.opts.interrupt.interrupt_min_words {
+            return;
+        }
+        if self.paused_until.is_some() {
+            // Words during a false-interruption pause confirm the interruption.
+            self.full_interrupt();
+            return;
+        }
+        let active = self.reply.as_ref().is_some_and(|r| r.speaking)
+            || (self.reply.is_some() && self.agent_state == AgentState::Thinking);
+        if active && self.opts.interrupt.mode.uses_stt() {
+            self.trigger_interruption();
+        }
+    }
+
+    fn trigger_interruption(&mut self) {
+        if self.interrupting {
+            return;
+        }
+        let Some(reply) = &self.reply else { return };
+        if !reply.handle.is_interruptible() {
+            return;
+        }
+        self.interrupting = true;
+        if self.opts.interrupt.resume_on_false_interrupt && reply.speaking {
+            self.paused_until = Some(
+                Instant::now()
+                    + Duration::from_secs_f64(self.opts.interrupt.false_interrupt_pause_duration),
+            );
+            self.emit(SessionEvent::SpeechPaused);
+        } else {
+            self.full_interrupt();
+        }
+    }
+
+    /// Stops the reply: LLM, TTS, queued audio, the EOU wait; keeps the partial text.
+    fn full_interrupt(&mut self) {
+        self.interrupting = false;
+        self.paused_until = None;
+        self.vad_monitor = None;
+        self.eou_deadline = None;
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        if reply.handle.is_interruptible() {
+            let _ = reply.handle.interrupt(false);
+        }
+        self.set_agent_state(AgentState::Listening);
+        self.turn.interrupted = Some(self.now_s());
+        self.emit(SessionEvent::Interrupted);
+        if reply.from_llm && !reply.text.trim().is_empty() {
+            let mut msg = ChatMessage::new(ChatRole::Assistant, reply.text.clone());
+            msg.interrupted = true;
+            self.ctx.push(msg);
+        }
+        self.drop_streams();
+        if reply.explicit {
+            self.reply_in_progress = false;
+        }
+        self.finish_turn();
+    }
+
+    /// Drops a reply without the interruption bookkeeping (a `say` replacing it).
+    fn stop_reply(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            if reply.explicit {
+                self.reply_in_progress = false;
+            }
+            reply.handle.mark_done();
+        }
+        self.drop_streams();
+    }
+
+    fn drop_streams(&mut self) {
+        self.llm_rx = None;
+        self.tts_rx = None;
+        self.playout.clear();
+        if let Some(r) = self.resampler.as_mut() {
+            *r = Resampler::new(r.from_rate(), r.to_rate());
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------------
+
+    fn on_deadlines(&mut self) {
+        let now = Instant::now();
+        if self.eou_deadline.is_some_and(|d| d <= now) {
+            self.eou_deadline = None;
+            self.end_of_utterance();
+        }
+        if self.vad_monitor.is_some_and(|d| d <= now) {
+            self.vad_monitor = None;
+            if self.user_speaking {
+                self.trigger_interruption();
+            }
+        }
+        if self.paused_until.is_some_and(|d| d <= now) {
+            self.paused_until = None;
+            if self.user_speaking {
+                self.full_interrupt();
+            } else {
+                self.interrupting = false;
+                self.emit(SessionEvent::SpeechResumed);
+                self.next_tick = now;
+            }
+        }
+        if self.wake_deadline.is_some_and(|d| d <= now) {
+            self.wake_deadline = None;
+            self.wake_up();
+        }
+    }
+
+    fn end_of_utterance(&mut self) {
+        let text = std::mem::take(&mut self.accumulated);
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        self.turn.eou_decision = Some(self.now_s());
+        self.emit(SessionEvent::UserTurn { text: text.into() });
+        self.ctx.add_message(ChatRole::User, text.to_string());
+        if let Some(cur) = self.current.clone().filter(|c| !c.is_done()) {
+            if cur.is_interruptible() {
+                let _ = cur.interrupt(false);
+                self.stop_reply();
+            }
+        }
+        let handle = UtteranceHandle::new(true);
+        self.current = Some(handle.clone());
+        self.start_generation(handle, false);
+    }
+
+    fn arm_wake_up(&mut self) {
+        if let Some(w) = &self.opts.wake_up {
+            self.wake_deadline = Some(Instant::now() + w.after);
+        }
+    }
+
+    fn wake_up(&mut self) {
+        let Some(WakeUp {
+            prompt,
+            max_prompts,
+            goodbye,
+            ..
+        }) = self.opts.wake_up.clone()
+        else {
+            return;
+        };
+        if self.reply_in_progress || self.reply.is_some() || self.user_state == UserState::Speaking
+        {
+            return;
+        }
+        self.emit(SessionEvent::WakeUp);
+        match prompt {
+            Some(p) if self.wake_prompts < max_prompts => {
+                self.wake_prompts += 1;
+                let _ = self.say(p, true, true);
+            }
+            _ => {
+                if let Some(g) = goodbye {
+                    let _ = self.say(g, false, true);
+                }
+                self.ending = true;
+            }
+        }
+    }
+
+    // ---- generation ------------------------------------------------------------------
+
+    fn new_reply(&mut self, handle: UtteranceHandle, from_llm: bool, depth: usize) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.drop_streams();
+        self.interrupting = false;
+        self.wake_deadline = None;
+        let tts_text = self.tts.clone().map(|tts| {
+            let (tx, rx) = mpsc::channel(64);
+            let internal = self.internal_tx.clone();
+            tokio::spawn(async move {
+                let _ = internal.send(Internal::TtsOpened(id, tts.synthesize(rx).await));
+            });
+            tx
+        });
+        let explicit = self.reply_in_progress && from_llm;
+        self.reply = Some(Reply {
+            id,
+            handle,
+            text: String::new(),
+            from_llm,
+            segmenter: Segmenter::new(SegmentOptions::default()).expect("default options"),
+            tts_done: tts_text.is_none(),
+            tts_text,
+            llm_done: false,
+            tools_running: false,
+            calls: Vec::new(),
+            depth,
+            speaking: false,
+            explicit,
+        });
+        id
+    }
+
+    fn start_generation(&mut self, handle: UtteranceHandle, _explicit: bool) {
+        let Some(llm) = self.llm.clone() else {
+            handle.mark_done();
+            return;
+        };
+        let id = self.new_reply(handle, true, 0);
+        self.request_llm(llm, id);
+    }
+
+    fn request_llm(&mut self, llm: Arc<dyn Llm>, id: u64) {
+        self.set_agent_state(AgentState::Thinking);
+        self.turn.llm_request.get_or_insert(self.now_s());
+        let request = LlmRequest {
+            context: self.ctx.clone(),
+            tools: self.tools.iter().map(|t| t.spec().clone()).collect(),
+        };
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let _ = internal.send(Internal::LlmOpened(id, llm.chat(request).await));
+        });
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        let current = self.reply.as_ref().map(|r| r.id);
+        match msg {
+            Internal::Entered => {
+                self.accept_input = true;
+                self.arm_wake_up();
+                if self.agent_state == AgentState::Starting {
+                    self.set_agent_state(AgentState::Idle);
+                }
+            }
+            Internal::LlmOpened(id, r) if Some(id) == current => match r {
+                Ok(rx) => self.llm_rx = Some(rx),
+                Err(e) => {
+                    self.error("llm", e.to_string());
+                    self.llm_finished();
+                }
+            },
+            Internal::TtsOpened(id, r) if Some(id) == current => match r {
+                Ok(rx) => self.tts_rx = Some(rx),
+                Err(e) => {
+                    self.error("tts", e.to_string());
+                    if let Some(reply) = self.reply.as_mut() {
+                        reply.tts_done = true;
+                        reply.tts_text = None;
+                    }
+                    self.maybe_finish();
+                }
+            },
+            Internal::ToolsDone(id, results) if Some(id) == current => {
+                self.executing_tool = false;
+                self.on_tools_done(results);
+            }
+            Internal::ToolsDone(..) => self.executing_tool = false,
+            // Stale: for a reply that was interrupted or replaced.
+            Internal::LlmOpened(..) | Internal::TtsOpened(..) => {}
+        }
+    }
+
+    fn on_llm(&mut self, ev: Option<Result<LlmEvent, ProviderError>>) {
+        match ev {
+            Some(Ok(LlmEvent::Text(t))) => {
+                self.turn.llm_first_token.get_or_insert(self.now_s());
+                let Some(reply) = self.reply.as_mut() else {
+                    return;
+                };
+                reply.text.push_str(&t);
+                if let Some(tx) = &reply.tts_text {
+                    for seg in reply.segmenter.push(&t) {
+                        let _ = tx.try_send(seg);
+                    }
+                }
+            }
+            Some(Ok(LlmEvent::ToolCall(call))) => {
+                self.turn.first_tool_call.get_or_insert(self.now_s());
+                self.emit(SessionEvent::ToolCalled {
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                });
+                if let Some(reply) = self.reply.as_mut() {
+                    reply.calls.push(call);
+                }
+            }
+            Some(Ok(LlmEvent::Usage { .. })) => {}
+            Some(Err(e)) => {
+                self.llm_rx = None;
+                self.error("llm", e.to_string());
+                self.llm_finished();
+            }
+            None => {
+                self.llm_rx = None;
+                self.llm_finished();
+            }
+        }
+    }
+
+    /// The LLM stream ended: run its tool calls, or close the reply's text.
+    fn llm_finished(&mut self) {
+        let Some(reply) = self.reply.as_mut() else {
+            return;
+        };
+        if !reply.calls.is_empty() {
+            let calls = std::mem::take(&mut reply.calls);
+            for c in &calls {
+                self.ctx.add_function_call(
+                    c.name.clone(),
+                    c.arguments.clone(),
+                    Some(c.call_id.clone()),
+                );
+            }
+            reply.tools_running = true;
+            self.executing_tool = true;
+            let id = reply.id;
+            let tools = self.tools.clone();
+            let cx = self.tool_cx.clone();
+            let timeout = self.opts.tool_timeout;
+            let internal = self.internal_tx.clone();
+            tokio::spawn(async move {
+                let mut set = tokio::task::JoinSet::new();
+                for (i, call) in calls.iter().cloned().enumerate() {
+                    let tool = tools.iter().find(|t| t.spec().name == call.name).cloned();
+                    let cx = cx.clone();
+                    set.spawn(async move {
+                        let r = match tool {
+                            None => Err(ToolError::Unknown(call.name.clone())),
+                            Some(tool) => match serde_json::from_str::<Value>(&call.arguments) {
+                                Err(e) => Err(ToolError::InvalidArguments(e.to_string())),
+                                Ok(args) => {
+                                    match tokio::time::timeout(timeout, tool.call(args, &cx)).await
+                                    {
+                                        Ok(r) => r,
+                                        Err(_) => Err(ToolError::Timeout(timeout)),
+                                    }
+                                }
+                            },
+                        };
+                        (i, call, r)
+                    });
+                }
+                let mut results: Vec<_> =
+                    set.join_all()
+                        .await
+                        .into_iter()
+                        .collect::<Vec<(usize, ToolCallRequest, _)>>();
+                results.sort_by_key(|r| r.0);
+                let _ = internal.send(Internal::ToolsDone(
+                    id,
+                    results.into_iter().map(|(_, c, r)| (c, r)).collect(),
+                ));
+            });
+            return;
+        }
+        reply.llm_done = true;
+        if let Some(tx) = reply.tts_text.take() {
+            for seg in reply.segmenter.finish() {
+                let _ = tx.try_send(seg);
+            }
+        }
+        self.maybe_finish();
+    }
+
+    fn on_tools_done(&mut self, results: Vec<(ToolCallRequest, Result<ToolOutput, ToolError>)>) {
+        let mut handoff = None;
+        for (call, r) in results {
+            let (output, is_error) = match r {
+                Ok(ToolOutput::Json(v)) => (v.to_string(), false),
+                Ok(ToolOutput::Text(t)) => (t, false),
+                Ok(ToolOutput::Handoff(agent, msg)) => {
+                    handoff = Some(agent);
+                    (msg, false)
+                }
+                Err(e) => (e.to_string(), true),
+            };
+            self.ctx
+                .add_function_output(call.name, output, call.call_id, is_error);
+        }
+        let Some(reply) = self.reply.as_mut() else {
+            return;
+        };
+        reply.tools_running = false;
+        if let Some(next) = handoff {
+            self.switch_agent(next);
+            self.llm_finished_without_more();
+            return;
+        }
+        if reply.depth + 1 >= self.opts.max_tool_depth {
+            tracing::warn!(depth = reply.depth + 1, "tool-call depth limit reached");
+            self.llm_finished_without_more();
+            return;
+        }
+        reply.depth += 1;
+        let id = reply.id;
+        if let Some(llm) = self.llm.clone() {
+            self.request_llm(llm, id);
+        }
+    }
+
+    fn llm_finished_without_more(&mut self) {
+        if let Some(reply) = self.reply.as_mut() {
+            reply.calls.clear();
+        }
+        self.llm_finished();
+    }
+
+    fn switch_agent(&mut self, next: Arc<dyn Agent>) {
+        let old = std::mem::replace(&mut self.agent, next);
+        self.tools = self.agent.tools();
+        self.ctx.set_instructions(self.agent.instructions());
+        let handle = self.handle.clone();
+        tokio::spawn(async move { old.on_exit(&handle).await });
+        self.emit(SessionEvent::AgentSwitched);
+        self.enter_agent(None);
+    }
+
+    // ---- speech out ------------------------------------------------------------------
+
+    fn on_tts(&mut self, chunk: Option<Result<Vec<f32>, ProviderError>>) {
+        match chunk {
+            Some(Ok(samples)) => {
+                if self.reply.is_none() {
+                    return;
+                }
+                self.turn.tts_first_byte.get_or_insert(self.now_s());
+                let was_empty = self.playout.is_empty();
+                match self.resampler.as_mut() {
+                    Some(r) => {
+                        self.resampled.clear();
+                        r.process(&samples, &mut self.resampled);
+                        self.playout.extend(self.resampled.iter());
+                    }
+                    None => self.playout.extend(samples.iter()),
+                }
+                if was_empty {
+                    self.next_tick = Instant::now();
+                }
+            }
+            Some(Err(e)) => {
+                self.tts_rx = None;
+                self.error("tts", e.to_string());
+                if let Some(r) = self.reply.as_mut() {
+                    r.tts_done = true;
+                }
+                self.maybe_finish();
+            }
+            None => {
+                self.tts_rx = None;
+                if let Some(r) = self.resampler.as_mut() {
+                    self.resampled.clear();
+                    r.flush(&mut self.resampled);
+                    self.playout.extend(self.resampled.iter());
+                }
+                if let Some(r) = self.reply.as_mut() {
+                    r.tts_done = true;
+                }
+                self.maybe_finish();
+            }
+        }
+    }
+
+    /// One output frame to the transport.
+    fn on_tick(&mut self) {
+        self.next_tick += self.frame_period;
+        let n = self.frame.len().min(self.playout.len());
+        for (dst, src) in self.frame.iter_mut().zip(self.playout.drain(..n)) {
+            *dst = src;
+        }
+        self.frame[n..].fill(0.0);
+        if n > 0 {
+            if let Some(reply) = self.reply.as_mut() {
+                if !reply.speaking {
+                    reply.speaking = true;
+                    self.turn.first_sample_played.get_or_insert(self.now_s());
+                    self.set_agent_state(AgentState::Speaking);
+                    self.set_user_state(UserState::Listening);
+                    if self.user_speaking
+                        && self.opts.interrupt.mode.uses_vad()
+                        && self.vad_monitor.is_none()
+                    {
+                        self.vad_monitor = Some(
+                            Instant::now()
+                                + Duration::from_secs_f64(
+                                    self.opts.interrupt.interrupt_min_duration,
+                                ),
+                        );
+                    }
+                }
+            }
+        }
+        self.sink.write(&self.frame);
+        if self.playout.is_empty() {
+            self.maybe_finish();
+        }
+    }
+
+    /// Ends the reply once its text, audio and playback are all done.
+    fn maybe_finish(&mut self) {
+        let Some(reply) = &self.reply else { return };
+        if !(reply.llm_done && reply.tts_done && !reply.tools_running) || !self.playout.is_empty() {
+            return;
+        }
+        let reply = self.reply.take().expect("checked");
+        if reply.from_llm && !reply.text.trim().is_empty() {
+            self.ctx
+                .add_message(ChatRole::Assistant, reply.text.clone());
+            self.emit(SessionEvent::AgentText { text: reply.text });
+        }
+        reply.handle.mark_done();
+        if reply.explicit {
+            self.reply_in_progress = false;
+        }
+        self.set_user_state(UserState::Idle);
+        self.set_agent_state(AgentState::Idle);
+        self.finish_turn();
+        if !self.ending {
+            self.arm_wake_up();
+        }
+    }
+
+    fn finish_turn(&mut self) {
+        let mut t = std::mem::take(&mut self.turn);
+        if t == TurnMetrics::default() {
+            return;
+        }
+        self.turns += 1;
+        t.turn = self.turns;
+        t.log();
+        self.emit(SessionEvent::TurnMetrics(t.clone()));
+        self.ring.push(t);
+    }
+
+    // ---- ending ----------------------------------------------------------------------
+
+    async fn hang_up(&mut self) {
+        if let Some(call) = self.tool_cx.call.clone() {
+            if let Err(e) = call.hangup("wake_up_timeout").await {
+                tracing::warn!(error = %e, "hangup failed");
+            }
+        }
+        self.close().await;
+    }
+
+    async fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.set_agent_state(AgentState::Closing);
+        self.wake_deadline = None;
+        self.eou_deadline = None;
+        if let Some(reply) = self.reply.take() {
+            reply.handle.mark_done();
+        }
+        self.drop_streams();
+        self.agent.on_exit(&self.handle).await;
+        self.stt_rx = None;
+        self.stt_input.lock().expect("stt input").take();
+    }
+}
