@@ -357,8 +357,11 @@ impl Engine {
         .min()
     }
 
+    /// Whether the output clock runs: audio is queued, or a reply that has spoken may be
+    /// waiting for its last frame to play out or for more audio.
     fn playing(&self) -> bool {
-        self.paused_until.is_none() && !self.playout.is_empty()
+        self.paused_until.is_none()
+            && (!self.playout.is_empty() || self.reply.as_ref().is_some_and(|r| r.speaking))
     }
 
     // ---- API commands ----------------------------------------------------------------
@@ -835,7 +838,7 @@ impl Engine {
                         reply.tts_done = true;
                         reply.tts_text = None;
                     }
-                    self.maybe_finish();
+                    self.maybe_finish(false);
                 }
             },
             Internal::ToolsDone(id, results) if Some(id) == current => {
@@ -947,7 +950,7 @@ impl Engine {
                 let _ = tx.try_send(seg);
             }
         }
-        self.maybe_finish();
+        self.maybe_finish(false);
     }
 
     fn on_tools_done(&mut self, results: Vec<(ToolCallRequest, Result<ToolOutput, ToolError>)>) {
@@ -1031,7 +1034,7 @@ impl Engine {
                 if let Some(r) = self.reply.as_mut() {
                     r.tts_done = true;
                 }
-                self.maybe_finish();
+                self.maybe_finish(false);
             }
             None => {
                 self.tts_rx = None;
@@ -1043,50 +1046,52 @@ impl Engine {
                 if let Some(r) = self.reply.as_mut() {
                     r.tts_done = true;
                 }
-                self.maybe_finish();
+                self.maybe_finish(false);
             }
         }
     }
 
-    /// One output frame to the transport.
+    /// One output frame to the transport. With nothing queued, the previous frame has been
+    /// played out: that is when a finished reply ends.
     fn on_tick(&mut self) {
         self.next_tick += self.frame_period;
+        if self.playout.is_empty() {
+            self.maybe_finish(true);
+            return;
+        }
         let n = self.frame.len().min(self.playout.len());
         for (dst, src) in self.frame.iter_mut().zip(self.playout.drain(..n)) {
             *dst = src;
         }
         self.frame[n..].fill(0.0);
-        if n > 0 {
-            if let Some(reply) = self.reply.as_mut() {
-                if !reply.speaking {
-                    reply.speaking = true;
-                    self.turn.first_sample_played.get_or_insert(self.now_s());
-                    self.set_agent_state(AgentState::Speaking);
-                    self.set_user_state(UserState::Listening);
-                    if self.user_speaking
-                        && self.opts.interrupt.mode.uses_vad()
-                        && self.vad_monitor.is_none()
-                    {
-                        self.vad_monitor = Some(
-                            Instant::now()
-                                + Duration::from_secs_f64(
-                                    self.opts.interrupt.interrupt_min_duration,
-                                ),
-                        );
-                    }
+        if let Some(reply) = self.reply.as_mut() {
+            if !reply.speaking {
+                reply.speaking = true;
+                self.turn.first_sample_played.get_or_insert(self.now_s());
+                self.set_agent_state(AgentState::Speaking);
+                self.set_user_state(UserState::Listening);
+                if self.user_speaking
+                    && self.opts.interrupt.mode.uses_vad()
+                    && self.vad_monitor.is_none()
+                {
+                    self.vad_monitor = Some(
+                        Instant::now()
+                            + Duration::from_secs_f64(self.opts.interrupt.interrupt_min_duration),
+                    );
                 }
             }
         }
         self.sink.write(&self.frame);
-        if self.playout.is_empty() {
-            self.maybe_finish();
-        }
     }
 
     /// Ends the reply once its text, audio and playback are all done.
-    fn maybe_finish(&mut self) {
+    /// A reply that has spoken ends on an output tick (its last frame played out).
+    fn maybe_finish(&mut self, at_tick: bool) {
         let Some(reply) = &self.reply else { return };
-        if !(reply.llm_done && reply.tts_done && !reply.tools_running) || !self.playout.is_empty() {
+        if !(reply.llm_done && reply.tts_done && !reply.tools_running)
+            || !self.playout.is_empty()
+            || (reply.speaking && !at_tick)
+        {
             return;
         }
         let reply = self.reply.take().expect("checked");
@@ -1099,9 +1104,9 @@ impl Engine {
         if reply.explicit {
             self.reply_in_progress = false;
         }
+        self.finish_turn();
         self.set_user_state(UserState::Idle);
         self.set_agent_state(AgentState::Idle);
-        self.finish_turn();
         if !self.ending {
             self.arm_wake_up();
         }
