@@ -6,6 +6,8 @@
 //! conversation over ([`tool::ToolOutput::Handoff`]); the session then switches instructions
 //! and tools mid-conversation.
 
+pub mod context;
+pub mod schema;
 pub mod tool;
 
 use std::sync::Arc;
@@ -13,6 +15,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::session::SessionHandle;
+pub use context::{
+    ChatContent, ChatContext, ChatItem, ChatMessage, ChatRole, CopyOptions, FunctionCall,
+    FunctionCallOutput, ImageContent,
+};
+pub use schema::{parameters_schema, FnTool, NoArgs, SchemaError};
 pub use tool::{Tool, ToolContext, ToolError, ToolOutput, ToolSpec};
 
 /// A conversational agent: instructions for the LLM, tools it may call, and hooks run when it
