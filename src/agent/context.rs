@@ -521,9 +521,21 @@ impl ChatContext {
     }
 
     /// Appends an item built elsewhere (e.g. with a chosen id or timestamp), then applies the
-    /// bound.
+    /// bound. With a bound set, a function output whose call is not in the context (already
+    /// truncated away) is dropped instead, so a bounded context always stays acceptable to
+    /// providers.
     pub fn push(&mut self, item: impl Into<ChatItem>) {
-        self.items.push(item.into());
+        let item = item.into();
+        if let (Some(_), ChatItem::FunctionCallOutput(o)) = (self.max_items, &item) {
+            let has_call = self
+                .items
+                .iter()
+                .any(|i| matches!(i, ChatItem::FunctionCall(c) if c.call_id == o.call_id));
+            if !has_call {
+                return;
+            }
+        }
+        self.items.push(item);
         self.apply_bound();
     }
 
@@ -565,7 +577,7 @@ impl ChatContext {
     }
 
     /// Appends the output of the call `call_id`. Returns a copy. With a bound set, an output
-    /// whose call has already been truncated away is dropped at once (providers reject it).
+    /// whose call has already been truncated away is dropped at once (see [`push`](Self::push)).
     pub fn add_function_output(
         &mut self,
         name: impl Into<String>,
@@ -995,7 +1007,11 @@ mod tests {
         ctx.add_message(ChatRole::User, "u2");
         assert_eq!(roles(&ctx), ["a1", "u2"]);
         output(&mut ctx, "a");
-        assert_eq!(roles(&ctx), ["u2"]);
+        assert_eq!(roles(&ctx), ["a1", "u2"]);
+        // Even when the bound is not reached.
+        let mut ctx = ChatContext::new().with_max_items(Some(5));
+        output(&mut ctx, "never_called");
+        assert!(ctx.is_empty());
     }
 
     #[test]
