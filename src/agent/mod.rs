@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 use crate::session::SessionHandle;
 pub use context::{
-    ChatContent, ChatContext, ChatItem, ChatMessage, ChatRole, CopyOptions, FunctionCall,
-    FunctionCallOutput, ImageContent,
+    ChatContent, ChatContext, ChatItem, ChatMessage, ChatRole, ContextError, CopyOptions,
+    FunctionCall, FunctionCallOutput, ImageContent, IntoContent,
 };
 pub use schema::{parameters_schema, FnTool, NoArgs, SchemaError};
 pub use tool::{Tool, ToolContext, ToolError, ToolOutput, ToolSpec};
