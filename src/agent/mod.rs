@@ -7,6 +7,7 @@
 //! and tools mid-conversation.
 
 pub mod context;
+pub mod schema;
 pub mod tool;
 
 use std::sync::Arc;
@@ -14,6 +15,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::session::SessionHandle;
+pub use context::{
+    ChatContent, ChatContext, ChatItem, ChatMessage, ChatRole, ContextError, CopyOptions,
+    FunctionCall, FunctionCallOutput, ImageContent, IntoContent,
+};
+pub use schema::{parameters_schema, FnTool, NoArgs, SchemaError};
 pub use tool::{Tool, ToolContext, ToolError, ToolOutput, ToolSpec};
 
 /// A conversational agent: instructions for the LLM, tools it may call, and hooks run when it
