@@ -6,7 +6,9 @@
 //! conversation over ([`tool::ToolOutput::Handoff`]); the session then switches instructions
 //! and tools mid-conversation.
 
+pub mod mcp;
 pub mod tool;
+pub mod webhook;
 
 use std::sync::Arc;
 
