@@ -38,7 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientInfo,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
     ContentBlock, ErrorCode, Implementation,
 };
 use rmcp::service::RunningService;
@@ -243,7 +243,7 @@ fn seconds(field: &'static str, value: f64) -> Result<Duration, McpError> {
         .ok_or(McpError::InvalidTimeout { field, value })
 }
 
-type Session = RunningService<RoleClient, ClientInfo>;
+type Session = RunningService<RoleClient, ClientConfig>;
 
 /// A connected MCP server and the tools it offers.
 ///
@@ -274,7 +274,7 @@ impl McpServer {
     /// with an agent missing the tools its instructions mention (upstream fails session start
     /// too). On failure nothing is left running.
     pub async fn connect(config: &McpServerConfig) -> Result<McpServer, McpError> {
-        let client_info = ClientInfo::new(
+        let client_info = ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("hark", env!("CARGO_PKG_VERSION")),
         );
@@ -519,8 +519,9 @@ impl Tool for McpTool {
             Ok(CallToolResponse::InputRequired(_)) => Err(ToolError::Failed(format!(
                 "tool {name:?} asked for user input, which hark does not support"
             ))),
-            Ok(CallToolResponse::Task(_)) => Err(ToolError::Failed(format!(
-                "tool {name:?} started a long-running task, which hark does not support"
+            // Tasks and later kinds of answer need client support hark does not have.
+            Ok(_) => Err(ToolError::Failed(format!(
+                "tool {name:?} answered with a kind of result hark does not support"
             ))),
             Err(e) => Err(self.service_error(e)),
         }
