@@ -338,7 +338,7 @@ async fn http_server_killed_mid_session_gives_a_clean_error() {
     child.kill().await.unwrap();
     let started = std::time::Instant::now();
     match call(&server, "add", json!({"a": 1, "b": 2})).await {
-        Err(ToolError::Failed(_)) => {}
+        Err(ToolError::Failed(m)) => assert!(m.contains("unreachable"), "{m}"),
         other => panic!("expected Failed, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(20));

@@ -41,7 +41,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
     ContentBlock, ErrorCode, Implementation,
 };
-use rmcp::service::RunningService;
+use rmcp::service::{ClientInitializeError, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{Peer, RoleClient, ServiceError, ServiceExt};
@@ -413,16 +413,20 @@ impl McpServer {
 
 /// Runs the `initialize` handshake under a deadline; on timeout the transport is dropped, which
 /// kills a stdio child.
-async fn handshake<F, E>(label: &str, serve: F, deadline: Duration) -> Result<Session, McpError>
+async fn handshake<F>(label: &str, serve: F, deadline: Duration) -> Result<Session, McpError>
 where
-    F: std::future::Future<Output = Result<Session, E>>,
-    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<Session, ClientInitializeError>>,
 {
     match tokio::time::timeout(deadline, serve).await {
         Ok(Ok(session)) => Ok(session),
         Ok(Err(e)) => Err(McpError::Handshake {
             server: label.to_string(),
-            reason: e.to_string(),
+            reason: match &e {
+                ClientInitializeError::TransportError { error, .. } => {
+                    format!("could not reach it: {}", root_cause(error))
+                }
+                other => other.to_string(),
+            },
         }),
         Err(_) => Err(McpError::Timeout {
             server: label.to_string(),
@@ -430,6 +434,16 @@ where
             after: deadline,
         }),
     }
+}
+
+/// The innermost message of an error chain: rmcp's outer layers name Rust types, which mean
+/// nothing to the LLM or an installer; the root ("Connection refused") does.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(source) = e.source() {
+        e = source;
+    }
+    e.to_string()
 }
 
 async fn shut_down(mut session: Session) {
@@ -541,6 +555,10 @@ impl McpTool {
             ServiceError::Timeout { timeout } => ToolError::Timeout(timeout),
             ServiceError::TransportClosed => ToolError::Failed(format!(
                 "cannot call tool {name:?}: MCP server {server} is not connected"
+            )),
+            ServiceError::TransportSend(e) => ToolError::Failed(format!(
+                "cannot call tool {name:?}: MCP server {server} is unreachable ({})",
+                root_cause(&e)
             )),
             other => ToolError::Failed(format!(
                 "calling tool {name:?} on MCP server {server} failed: {other}"

@@ -227,6 +227,19 @@ impl WebhookTool {
     }
 }
 
+/// An error and its causes, joined: reqwest's own message ("error sending request") says
+/// little without them ("tcp connect error: Connection refused").
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 #[async_trait]
 impl Tool for WebhookTool {
     fn spec(&self) -> &ToolSpec {
@@ -251,7 +264,10 @@ impl Tool for WebhookTool {
             if e.is_timeout() {
                 ToolError::Timeout(self.timeout)
             } else {
-                ToolError::Failed(format!("webhook {name:?} failed: {}", e.without_url()))
+                ToolError::Failed(format!(
+                    "webhook {name:?} failed: {}",
+                    chain(&e.without_url())
+                ))
             }
         };
         let response = self
