@@ -7,8 +7,10 @@
 //! and tools mid-conversation.
 
 pub mod context;
+pub mod mcp;
 pub mod schema;
 pub mod tool;
+pub mod webhook;
 
 use std::sync::Arc;
 
