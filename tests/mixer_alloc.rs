@@ -58,6 +58,12 @@ fn thousand_mix_calls_with_state_changes_allocate_nothing() {
     let mut out = vec![0.0f32; FRAME];
     let mut heard = 0usize;
 
+    // The counter itself works: one box, one allocation.
+    COUNTING.with(|c| c.set(true));
+    drop(std::hint::black_box(Box::new(1u64)));
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ALLOCATIONS.swap(0, Ordering::Relaxed), 1);
+
     COUNTING.with(|c| c.set(true));
     for i in 0..1000 {
         match i % 200 {
