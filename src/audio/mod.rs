@@ -3,6 +3,7 @@
 //! Inside hark audio is mono `f32` in [-1, 1] at a stated rate. Conversions happen once, at the
 //! edges (a WAV file, a sound card, an RTP stream), never between stages.
 
+pub mod mixer;
 pub mod resample;
 pub mod wav;
 

@@ -72,7 +72,7 @@ pub enum SegmentError {
 ///
 /// Holds one growing `String` of pending text; each emitted segment is a fresh `String` (the
 /// TTS request owns it), nothing else is allocated per chunk.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Segmenter {
     opts: SegmentOptions,
     buffer: String,
@@ -88,16 +88,6 @@ enum Step {
     Skip,
     /// Nothing more can be cut until more text arrives.
     Wait,
-}
-
-impl Default for Segmenter {
-    fn default() -> Self {
-        Self {
-            opts: SegmentOptions::default(),
-            buffer: String::new(),
-            after_cut: false,
-        }
-    }
 }
 
 impl Segmenter {
@@ -335,15 +325,12 @@ mod tests {
     fn max_buffer_cut_at_last_space_before_limit() {
         // 20 words of 39 letters: 799 characters, fewer than 24 words, no delimiter.
         let word = "b".repeat(39);
-        let text = vec![word.as_str(); 20].join(" ");
+        let text = [word.as_str(); 20].join(" ");
         let got = default_run(&[&text]);
         // The last space before character 600 is at 599, right after word 15.
         assert_eq!(
             got,
-            [
-                vec![word.as_str(); 15].join(" "),
-                vec![word.as_str(); 5].join(" ")
-            ]
+            [[word.as_str(); 15].join(" "), [word.as_str(); 5].join(" ")]
         );
     }
 
@@ -453,7 +440,7 @@ mod tests {
         assert_eq!(s.push("a. b. c").next().as_deref(), Some("a."));
         assert_eq!(s.push(" d.").collect::<Vec<_>>(), ["b.", "c d."]);
         let mut s = Segmenter::default();
-        drop(s.push("x. y. z"));
+        let _ = s.push("x. y. z");
         assert_eq!(s.finish().collect::<Vec<_>>(), ["x.", "y.", "z"]);
     }
 
