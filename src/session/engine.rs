@@ -1088,10 +1088,9 @@ impl Engine {
     /// A reply that has spoken ends on an output tick (its last frame played out).
     fn maybe_finish(&mut self, at_tick: bool) {
         let Some(reply) = &self.reply else { return };
-        if !(reply.llm_done && reply.tts_done && !reply.tools_running)
-            || !self.playout.is_empty()
-            || (reply.speaking && !at_tick)
-        {
+        let complete =
+            reply.llm_done && reply.tts_done && !reply.tools_running && self.playout.is_empty();
+        if !complete || (reply.speaking && !at_tick) {
             return;
         }
         let reply = self.reply.take().expect("checked");

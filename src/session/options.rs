@@ -137,7 +137,7 @@ impl Default for InterruptConfig {
 impl InterruptConfig {
     /// Checks the spec's rules (every number > 0).
     pub fn validate(&self) -> Result<(), InvalidOption> {
-        if !(self.interrupt_min_duration > 0.0) {
+        if self.interrupt_min_duration.is_nan() || self.interrupt_min_duration <= 0.0 {
             return Err(InvalidOption(
                 "interrupt_min_duration must be greater than 0",
             ));
@@ -145,7 +145,9 @@ impl InterruptConfig {
         if self.interrupt_min_words == 0 {
             return Err(InvalidOption("interrupt_min_words must be greater than 0"));
         }
-        if !(self.false_interrupt_pause_duration > 0.0) {
+        if self.false_interrupt_pause_duration.is_nan()
+            || self.false_interrupt_pause_duration <= 0.0
+        {
             return Err(InvalidOption(
                 "false_interrupt_pause_duration must be greater than 0",
             ));
