@@ -1,47 +1,13 @@
 //! The output mixer runs once per 20 ms frame on the hot path: it must not allocate, even while
 //! sounds start, stop, loop and end. A counting global allocator proves it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use hark::audio::mixer::{BackgroundOptions, Clip, Mixer};
 
-/// Counts allocations made by threads that opted in, so the test harness does not interfere.
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod support;
+use support::alloc;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 #[test]
 fn thousand_mix_calls_with_state_changes_allocate_nothing() {
@@ -59,12 +25,11 @@ fn thousand_mix_calls_with_state_changes_allocate_nothing() {
     let mut heard = 0usize;
 
     // The counter itself works: one box, one allocation.
-    COUNTING.with(|c| c.set(true));
+    alloc::start();
     drop(std::hint::black_box(Box::new(1u64)));
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCATIONS.swap(0, Ordering::Relaxed), 1);
+    assert_eq!(alloc::stop(), 1);
 
-    COUNTING.with(|c| c.set(true));
+    alloc::start();
     for i in 0..1000 {
         match i % 200 {
             0 => mixer.start_thinking(),
@@ -90,8 +55,8 @@ fn thousand_mix_calls_with_state_changes_allocate_nothing() {
             .unwrap();
         heard += usize::from(report.thinking) + usize::from(report.background);
     }
-    COUNTING.with(|c| c.set(false));
+    let allocations = alloc::stop();
 
     assert!(heard > 0, "the clips were played");
-    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed), 0);
+    assert_eq!(allocations, 0);
 }

@@ -67,7 +67,8 @@ pub enum UserInput {
 /// Results of spawned work.
 enum Internal {
     Entered,
-    LlmOpened(u64, Result<LlmStream, ProviderError>),
+    /// The request went out at the instant given.
+    LlmOpened(u64, Instant, Result<LlmStream, ProviderError>),
     TtsOpened(u64, Result<AudioStream, ProviderError>),
     ToolsDone(u64, Vec<(ToolCallRequest, Result<ToolOutput, ToolError>)>),
 }
@@ -802,14 +803,15 @@ impl Engine {
 
     fn request_llm(&mut self, llm: Arc<dyn Llm>, id: u64) {
         self.set_agent_state(AgentState::Thinking);
-        self.turn.llm_request.get_or_insert(self.now_s());
         let request = LlmRequest {
             context: self.ctx.clone(),
             tools: self.tools.iter().map(|t| t.spec().clone()).collect(),
         };
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            let _ = internal.send(Internal::LlmOpened(id, llm.chat(request).await));
+            let sent = Instant::now();
+            let r = llm.chat(request).await;
+            let _ = internal.send(Internal::LlmOpened(id, sent, r));
         });
     }
 
@@ -823,13 +825,17 @@ impl Engine {
                     self.set_agent_state(AgentState::Idle);
                 }
             }
-            Internal::LlmOpened(id, r) if Some(id) == current => match r {
-                Ok(rx) => self.llm_rx = Some(rx),
-                Err(e) => {
-                    self.error("llm", e.to_string());
-                    self.llm_finished();
+            Internal::LlmOpened(id, sent, r) if Some(id) == current => {
+                let at = (sent - self.started_at).as_secs_f64();
+                self.turn.llm_request.get_or_insert(at);
+                match r {
+                    Ok(rx) => self.llm_rx = Some(rx),
+                    Err(e) => {
+                        self.error("llm", e.to_string());
+                        self.llm_finished();
+                    }
                 }
-            },
+            }
             Internal::TtsOpened(id, r) if Some(id) == current => match r {
                 Ok(rx) => self.tts_rx = Some(rx),
                 Err(e) => {

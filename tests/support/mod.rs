@@ -1,0 +1,5 @@
+//! Shared test doubles.
+#![allow(dead_code)]
+
+pub mod alloc;
+pub mod scripted;
