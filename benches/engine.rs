@@ -4,7 +4,6 @@
 //! measures 30 turns; under `cargo test` it runs one turn as a smoke test.
 
 #[path = "../tests/support/scripted.rs"]
-#[allow(dead_code)]
 mod scripted;
 
 use hark::session::{SessionEvent, SessionOptions};

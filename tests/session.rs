@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use hark::agent::{Agent, Tool, ToolContext, ToolError, ToolOutput, ToolSpec};
 use hark::providers::{LlmEvent, SttEvent, ToolCallRequest};
 use hark::session::{
-    AgentState, EouConfig, EouMode, InterruptConfig, InterruptMode, SessionEvent,
-    SessionOptions, UserInput, WakeUp,
+    AgentState, EouConfig, EouMode, InterruptConfig, InterruptMode, SessionEvent, SessionOptions,
+    UserInput, WakeUp,
 };
 use hark::transport::{CallControl, CallError};
 use serde_json::{json, Value};
@@ -23,13 +23,7 @@ use support::scripted::*;
 
 #[tokio::test(start_paused = true)]
 async fn default_eou_waits_max_when_the_turn_detector_is_unsure() {
-    let mut h = harness(
-        agent("Be brief."),
-        ScriptedLlm::new(vec![]),
-        SessionOptions::default(),
-        None,
-    )
-    .await;
+    let mut h = quiet(SessionOptions::default()).await;
     h.user_says("what time is it", 0.3).await;
     let t = h.until(turn_text).await;
     assert_eq!(t, "what time is it");
@@ -38,13 +32,7 @@ async fn default_eou_waits_max_when_the_turn_detector_is_unsure() {
 
 #[tokio::test(start_paused = true)]
 async fn default_eou_waits_min_when_the_turn_detector_is_sure() {
-    let mut h = harness(
-        agent("Be brief."),
-        ScriptedLlm::new(vec![]),
-        SessionOptions::default(),
-        None,
-    )
-    .await;
+    let mut h = quiet(SessionOptions::default()).await;
     h.user_says("what time is it", 0.85).await;
     h.until(turn_text).await;
     assert_eq!(h.elapsed_ms(), 500);
@@ -59,7 +47,7 @@ async fn adaptive_eou_slides_with_the_probability() {
         },
         ..SessionOptions::default()
     };
-    let mut h = harness(agent("Be brief."), ScriptedLlm::new(vec![]), options, None).await;
+    let mut h = quiet(options).await;
     h.user_says("what time is it", 0.25).await;
     h.until(turn_text).await;
     assert_eq!(h.elapsed_ms(), 1250);
@@ -67,13 +55,7 @@ async fn adaptive_eou_slides_with_the_probability() {
 
 #[tokio::test(start_paused = true)]
 async fn continued_speech_cancels_the_wait_and_the_transcripts_accumulate() {
-    let mut h = harness(
-        agent("Be brief."),
-        ScriptedLlm::new(vec![]),
-        SessionOptions::default(),
-        None,
-    )
-    .await;
+    let mut h = quiet(SessionOptions::default()).await;
     h.user_says("book a table", 0.2).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Before the 0.8 s wait ends the user goes on.
@@ -237,13 +219,7 @@ async fn vad_only_mode_ignores_words() {
 
 #[tokio::test(start_paused = true)]
 async fn a_non_interruptible_say_plays_to_the_end_and_refuses_unforced_interrupts() {
-    let mut h = harness(
-        agent("x"),
-        ScriptedLlm::new(vec![]),
-        SessionOptions::default(),
-        None,
-    )
-    .await;
+    let mut h = quiet(SessionOptions::default()).await;
     let line = "Please listen to this important notice in full.";
     let handle = h.session.say(line, false).await.unwrap();
     h.agent_state(AgentState::Speaking).await;
@@ -622,7 +598,7 @@ async fn user_speech_rearms_the_wake_up_timer_and_resets_the_prompts() {
         }),
         ..SessionOptions::default()
     };
-    let mut h = harness(agent("x"), ScriptedLlm::new(vec![]), options, None).await;
+    let mut h = quiet(options).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let input = h.session.input();
     input.user(UserInput::SpeechStarted);
@@ -634,13 +610,7 @@ async fn user_speech_rearms_the_wake_up_timer_and_resets_the_prompts() {
 
 #[tokio::test(start_paused = true)]
 async fn close_is_idempotent_and_ends_in_closing() {
-    let mut h = harness(
-        agent("x"),
-        ScriptedLlm::new(vec![]),
-        SessionOptions::default(),
-        None,
-    )
-    .await;
+    let mut h = quiet(SessionOptions::default()).await;
     h.session.close().await;
     h.session.close().await;
     h.agent_state(AgentState::Closing).await;

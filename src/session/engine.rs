@@ -26,6 +26,9 @@ use crate::providers::{
     ToolCallRequest, Tts,
 };
 
+/// How long `close` waits for the agent's `on_exit`.
+const ON_EXIT_LIMIT: Duration = Duration::from_secs(5);
+
 /// Calls from the API side.
 pub(super) enum Command {
     Say {
@@ -1152,7 +1155,14 @@ impl Engine {
             reply.handle.mark_done();
         }
         self.drop_streams();
-        self.agent.on_exit(&self.handle).await;
+        // The engine cannot serve session calls while it waits here, so an `on_exit` that makes
+        // one would wait forever: bound it.
+        if tokio::time::timeout(ON_EXIT_LIMIT, self.agent.on_exit(&self.handle))
+            .await
+            .is_err()
+        {
+            tracing::warn!("agent on_exit did not finish within {ON_EXIT_LIMIT:?}");
+        }
         self.stt_rx = None;
         self.stt_input.lock().expect("stt input").take();
     }

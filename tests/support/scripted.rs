@@ -330,6 +330,11 @@ impl Harness {
     }
 }
 
+/// A session whose LLM answers "Okay." to everything.
+pub async fn quiet(options: SessionOptions) -> Harness {
+    harness(agent("Be brief."), ScriptedLlm::new(vec![]), options, None).await
+}
+
 pub fn turn_text(e: &SessionEvent) -> Option<String> {
     match e {
         SessionEvent::UserTurn { text } => Some(text.clone()),
