@@ -243,16 +243,20 @@ async fn a_non_interruptible_say_plays_to_the_end_and_refuses_unforced_interrupt
     assert!(handle.interrupted());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_false_interruption_pauses_then_resumes_and_the_reply_completes() {
-    let options = SessionOptions {
+/// Options that pause on a possible false interruption instead of stopping.
+fn resuming() -> SessionOptions {
+    SessionOptions {
         interrupt: InterruptConfig {
             resume_on_false_interrupt: true,
             ..InterruptConfig::default()
         },
         ..SessionOptions::default()
-    };
-    let mut h = speaking(options).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_false_interruption_pauses_then_resumes_and_the_reply_completes() {
+    let mut h = speaking(resuming()).await;
     let input = h.session.input();
     input.user(UserInput::SpeechStarted);
     h.until(|e| matches!(e, SessionEvent::SpeechPaused).then_some(()))
@@ -276,14 +280,7 @@ async fn a_false_interruption_pauses_then_resumes_and_the_reply_completes() {
 
 #[tokio::test(start_paused = true)]
 async fn words_during_a_false_interruption_pause_confirm_it() {
-    let options = SessionOptions {
-        interrupt: InterruptConfig {
-            resume_on_false_interrupt: true,
-            ..InterruptConfig::default()
-        },
-        ..SessionOptions::default()
-    };
-    let mut h = speaking(options).await;
+    let mut h = speaking(resuming()).await;
     h.session.input().user(UserInput::SpeechStarted);
     h.until(|e| matches!(e, SessionEvent::SpeechPaused).then_some(()))
         .await;

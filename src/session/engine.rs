@@ -406,7 +406,7 @@ impl Engine {
                 self.reply_in_progress = true;
                 self.wake_deadline = None;
                 self.ctx.add_message(ChatRole::User, instructions);
-                self.start_generation(handle.clone(), true);
+                self.start_generation(handle.clone());
                 let _ = done.send((handle, true));
             }
             Command::Interrupt { force, done } => {
@@ -465,14 +465,13 @@ impl Engine {
             handle.mark_done();
             return Ok(handle);
         }
-        let id = self.new_reply(handle.clone(), false, 0);
+        self.new_reply(handle.clone(), false, 0);
         let reply = self.reply.as_mut().expect("just created");
         reply.llm_done = true;
         reply.text = text.clone();
         if let Some(tx) = reply.tts_text.take() {
             let _ = tx.try_send(text);
         }
-        debug_assert_eq!(reply.id, id);
         Ok(handle)
     }
 
@@ -722,7 +721,7 @@ impl Engine {
         }
         let handle = UtteranceHandle::new(true);
         self.current = Some(handle.clone());
-        self.start_generation(handle, false);
+        self.start_generation(handle);
     }
 
     fn arm_wake_up(&mut self) {
@@ -795,7 +794,7 @@ impl Engine {
         id
     }
 
-    fn start_generation(&mut self, handle: UtteranceHandle, _explicit: bool) {
+    fn start_generation(&mut self, handle: UtteranceHandle) {
         let Some(llm) = self.llm.clone() else {
             handle.mark_done();
             return;
