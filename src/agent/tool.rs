@@ -34,6 +34,9 @@ pub enum ToolOutput {
     /// Hand the conversation to another agent (its instructions and tools replace the current
     /// ones); the string is the output the LLM sees for this call.
     Handoff(Arc<dyn Agent>, String),
+    /// End the session once what the agent is saying has played out (then hang up the call,
+    /// if there is one); the string is the reason given to the transport.
+    EndCall(String),
 }
 
 impl std::fmt::Debug for ToolOutput {
@@ -42,6 +45,7 @@ impl std::fmt::Debug for ToolOutput {
             ToolOutput::Json(v) => f.debug_tuple("Json").field(v).finish(),
             ToolOutput::Text(t) => f.debug_tuple("Text").field(t).finish(),
             ToolOutput::Handoff(_, t) => f.debug_tuple("Handoff").field(t).finish(),
+            ToolOutput::EndCall(r) => f.debug_tuple("EndCall").field(r).finish(),
         }
     }
 }

@@ -146,7 +146,9 @@ pub(super) struct Engine {
     // Wake-up timer.
     wake_deadline: Option<Instant>,
     wake_prompts: u32,
-    ending: bool,
+    /// Set when the session is to end once the current reply has played out: the reason given
+    /// to the call's hangup.
+    ending: Option<String>,
 
     // Playout.
     sink: Box<dyn AudioSink>,
@@ -248,7 +250,7 @@ impl Engine {
             executing_tool: false,
             wake_deadline: None,
             wake_prompts: 0,
-            ending: false,
+            ending: None,
             sink: p.sink,
             playout: VecDeque::with_capacity(p.opts.output_rate as usize * 30),
             frame: vec![0.0; frame_len],
@@ -299,9 +301,11 @@ impl Engine {
                 _ = until(deadline) => self.on_deadlines(),
                 _ = tokio::time::sleep_until(self.next_tick), if playing => self.on_tick(),
             }
-            if self.ending && self.reply.is_none() && self.playout.is_empty() {
-                self.hang_up().await;
-                return;
+            if self.reply.is_none() && self.playout.is_empty() {
+                if let Some(reason) = self.ending.clone() {
+                    self.hang_up(&reason).await;
+                    return;
+                }
             }
         }
     }
@@ -754,7 +758,7 @@ impl Engine {
                 if let Some(g) = goodbye {
                     let _ = self.say(g, false, true);
                 }
-                self.ending = true;
+                self.ending = Some("wake_up_timeout".into());
             }
         }
     }
@@ -963,8 +967,17 @@ impl Engine {
 
     fn on_tools_done(&mut self, results: Vec<(ToolCallRequest, Result<ToolOutput, ToolError>)>) {
         let mut handoff = None;
+        let mut end_call = None;
         for (call, r) in results {
             let (output, is_error) = match r {
+                Ok(ToolOutput::EndCall(reason)) => {
+                    tracing::info!(%reason, "the agent ends the call");
+                    end_call = Some(reason);
+                    (
+                        "The call ends once your last words have played.".to_string(),
+                        false,
+                    )
+                }
                 Ok(ToolOutput::Json(v)) => (v.to_string(), false),
                 Ok(ToolOutput::Text(t)) => (t, false),
                 Ok(ToolOutput::Handoff(agent, msg)) => {
@@ -980,6 +993,12 @@ impl Engine {
             return;
         };
         reply.tools_running = false;
+        if let Some(reason) = end_call {
+            // Said goodbye (or not): no further LLM round, hang up after the playout.
+            self.ending = Some(reason);
+            self.llm_finished_without_more();
+            return;
+        }
         if let Some(next) = handoff {
             self.switch_agent(next);
             self.llm_finished_without_more();
@@ -1114,7 +1133,7 @@ impl Engine {
         self.finish_turn();
         self.set_user_state(UserState::Idle);
         self.set_agent_state(AgentState::Idle);
-        if !self.ending {
+        if self.ending.is_none() {
             self.arm_wake_up();
         }
     }
@@ -1133,9 +1152,9 @@ impl Engine {
 
     // ---- ending ----------------------------------------------------------------------
 
-    async fn hang_up(&mut self) {
+    async fn hang_up(&mut self, reason: &str) {
         if let Some(call) = self.tool_cx.call.clone() {
-            if let Err(e) = call.hangup("wake_up_timeout").await {
+            if let Err(e) = call.hangup(reason).await {
                 tracing::warn!(error = %e, "hangup failed");
             }
         }
