@@ -11,4 +11,5 @@ pub mod config;
 pub mod listen;
 pub mod providers;
 pub mod session;
+pub mod telephony;
 pub mod transport;

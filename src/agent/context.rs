@@ -606,6 +606,13 @@ impl ChatContext {
         self.items.iter_mut().find(|i| i.id() == id)
     }
 
+    /// Takes the item with this id out (a message added for a guess that turned out wrong,
+    /// such as a preemptive transcript the final one contradicted).
+    pub fn remove(&mut self, id: &str) -> Option<ChatItem> {
+        let at = self.items.iter().position(|i| i.id() == id)?;
+        Some(self.items.remove(at))
+    }
+
     /// The first instructions (system or developer) message: the one truncation keeps.
     pub fn instructions(&self) -> Option<&ChatMessage> {
         self.items

@@ -8,6 +8,7 @@
 //! [`SessionEvent`]s.
 
 mod engine;
+pub mod hooks;
 pub mod metrics;
 pub mod options;
 pub mod pipeline;
@@ -22,8 +23,11 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::agent::{Agent, ToolContext};
+use crate::audio::mixer::{BackgroundOptions, Clip, MixError};
 use crate::providers::{Llm, ProviderError, Stt, SttInput, Tts};
+use crate::telephony::voicemail::VoicemailOptions;
 pub use engine::UserInput;
+pub use hooks::{HookSet, Hooks};
 pub use metrics::TurnMetrics;
 pub use options::{EouConfig, EouMode, InterruptConfig, InterruptMode};
 pub use pipeline::{Components, PipelineConfig, PipelineMode, RealtimeMode};
@@ -69,6 +73,25 @@ pub struct SessionOptions {
     pub output_rate: u32,
     /// Output frame length in milliseconds.
     pub frame_ms: u32,
+    /// Start the LLM on the STT's preflight transcript and hold its speech until the final
+    /// transcript confirms it (the spec's preemptive generation); finals then end the turn
+    /// at once, as the STT has done the end-of-turn detection.
+    pub preemptive_generation: bool,
+    /// Classify the start of the call as voicemail or a person (outbound calls).
+    pub voicemail: Option<VoicemailOptions>,
+    /// The sound played, looping, while the agent thinks (at [`SessionOptions::output_rate`]).
+    pub thinking_audio: Option<ThinkingAudio>,
+    /// Text rewriting and turn callbacks.
+    pub hooks: HookSet,
+}
+
+/// A thinking sound and its gain (the reference's `set_thinking_audio`, volume 0.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThinkingAudio {
+    /// The sound, looped.
+    pub clip: Clip,
+    /// Its gain.
+    pub volume: f32,
 }
 
 impl Default for SessionOptions {
@@ -82,6 +105,10 @@ impl Default for SessionOptions {
             max_context_items: None,
             output_rate: 16_000,
             frame_ms: 20,
+            preemptive_generation: false,
+            voicemail: None,
+            thinking_audio: None,
+            hooks: HookSet::default(),
         }
     }
 }
@@ -117,6 +144,9 @@ pub enum SessionError {
     /// The current utterance does not allow interruptions.
     #[error("the current utterance does not allow interruptions")]
     NotInterruptible,
+    /// A sound cannot be mixed into the output.
+    #[error("audio: {0}")]
+    Mix(#[from] MixError),
 }
 
 /// A cheap, cloneable handle on a running session, for agents, tools and applications.
@@ -211,6 +241,29 @@ impl SessionHandle {
         .await
     }
 
+    /// Plays `clip` (at the output rate) mixed under the agent's voice, replacing any current
+    /// background; with `override_thinking = false` it silences the thinking sound while it
+    /// plays (the spec's `play_background_audio`).
+    pub async fn play_background(
+        &self,
+        clip: Clip,
+        options: BackgroundOptions,
+    ) -> Result<(), SessionError> {
+        self.ask(|done| engine::Command::Background {
+            play: Some((clip, options)),
+            done,
+        })
+        .await?
+        .map_err(SessionError::Mix)
+    }
+
+    /// Stops the background sound; thinking it silenced resumes if the agent still thinks.
+    pub async fn stop_background(&self) -> Result<(), SessionError> {
+        self.ask(|done| engine::Command::Background { play: None, done })
+            .await?
+            .map_err(SessionError::Mix)
+    }
+
     /// Ends the session: stops speech, runs the agent's `on_exit`, closes the streams.
     /// Idempotent.
     pub async fn close(&self) {
@@ -271,6 +324,11 @@ impl AgentSession {
     ) -> Result<AgentSession, SessionError> {
         options.eou.validate()?;
         options.interrupt.validate()?;
+        let frame_len = (options.output_rate as usize * options.frame_ms as usize) / 1000;
+        let mut mixer = crate::audio::mixer::Mixer::new(options.output_rate, frame_len)?;
+        if let Some(t) = &options.thinking_audio {
+            mixer.set_thinking(Some(t.clip.clone()), t.volume)?;
+        }
         let (events, _) = broadcast::channel(256);
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let (user_tx, user_rx) = mpsc::unbounded_channel();
@@ -300,6 +358,7 @@ impl AgentSession {
             stt_rx,
             stt_input: stt_input.clone(),
             sink,
+            mixer,
             started: started_tx,
         });
         let _ = started_rx.await;

@@ -80,6 +80,16 @@ pub enum SessionEvent {
     SpeechResumed,
     /// The wake-up timer fired.
     WakeUp,
+    /// The voicemail classifier decided (once per session).
+    Voicemail {
+        /// An answering machine picked up.
+        detected: bool,
+    },
+    /// A background sound started or stopped (also when a non-looping one ended).
+    BackgroundAudio {
+        /// Playing from now on.
+        playing: bool,
+    },
     /// A provider failed; the session goes on (the text says what happened, without secrets).
     Error {
         /// Which component.

@@ -17,10 +17,12 @@ use super::options::word_count;
 use super::segment::{SegmentOptions, Segmenter};
 use super::state::{AgentState, SessionEvent, UserState};
 use super::utterance::{NotInterruptible, UtteranceHandle};
-use super::{AudioSink, SessionHandle, SessionOptions, WakeUp};
+use super::{AudioSink, HookSet, SessionHandle, SessionOptions, WakeUp};
 use crate::agent::context::{ChatContext, ChatMessage, ChatRole, CopyOptions};
 use crate::agent::{Agent, Tool, ToolContext, ToolError, ToolOutput};
+use crate::audio::mixer::{BackgroundOptions, Clip, MixError, Mixer};
 use crate::audio::resample::Resampler;
+use crate::telephony::voicemail::{self, VoicemailAction};
 use crate::providers::{
     AudioStream, Llm, LlmEvent, LlmRequest, LlmStream, ProviderError, SttEvent, SttInput,
     ToolCallRequest, Tts,
@@ -28,6 +30,8 @@ use crate::providers::{
 
 /// How long `close` waits for the agent's `on_exit`.
 const ON_EXIT_LIMIT: Duration = Duration::from_secs(5);
+/// How long a preemptive reply waits for the final transcript to confirm it (spec 40 §5.3).
+const PREEMPTIVE_AUTHORIZATION: Duration = Duration::from_secs(10);
 
 /// Calls from the API side.
 pub(super) enum Command {
@@ -54,6 +58,11 @@ pub(super) enum Command {
     Close {
         done: oneshot::Sender<()>,
     },
+    /// Start (`Some`) or stop the background sound.
+    Background {
+        play: Option<(Clip, BackgroundOptions)>,
+        done: oneshot::Sender<Result<(), MixError>>,
+    },
 }
 
 /// What the listening front end reports.
@@ -74,6 +83,8 @@ enum Internal {
     LlmOpened(u64, Instant, Result<LlmStream, ProviderError>),
     TtsOpened(u64, Result<AudioStream, ProviderError>),
     ToolsDone(u64, Vec<(ToolCallRequest, Result<ToolOutput, ToolError>)>),
+    /// The voicemail classifier's verdict.
+    Voicemail(Result<bool, ProviderError>),
 }
 
 /// The reply being generated or spoken.
@@ -85,8 +96,8 @@ struct Reply {
     /// From an LLM (its text is added to the context at the end); `say` adds its own.
     from_llm: bool,
     segmenter: Segmenter,
-    /// Segments on their way to TTS; `None` once the text is complete.
-    tts_text: Option<mpsc::Sender<String>>,
+    /// Where its sentences go.
+    speech: SpeechOut,
     llm_done: bool,
     tts_done: bool,
     tools_running: bool,
@@ -95,6 +106,19 @@ struct Reply {
     speaking: bool,
     /// Started by `reply()`: clears `reply_in_progress` when it ends.
     explicit: bool,
+    /// Tool calls that arrived while held; they run once the turn is confirmed (a tool
+    /// has effects, which a contradicted guess must not cause).
+    tools_deferred: bool,
+}
+
+/// The text-to-speech side of a reply.
+struct SpeechOut {
+    /// Segments on their way to TTS; `None` once the text is complete.
+    tts_text: Option<mpsc::Sender<String>>,
+    /// Preemptive and not yet confirmed: segments wait here instead of going to TTS.
+    held: Option<Vec<String>>,
+    /// The agent-turn-start hook has run (its end hook is owed).
+    agent_turn: bool,
 }
 
 pub(super) struct Engine {
@@ -102,6 +126,7 @@ pub(super) struct Engine {
     agent: Arc<dyn Agent>,
     tools: Vec<Arc<dyn Tool>>,
     ctx: ChatContext,
+    hooks: HookSet,
     llm: Option<Arc<dyn Llm>>,
     tts: Option<Arc<dyn Tts>>,
     has_turn_detector: bool,
@@ -131,6 +156,18 @@ pub(super) struct Engine {
     last_final_at: Option<Instant>,
     eou_deadline: Option<Instant>,
 
+    // Preemptive generation: the preflight text and its user message's id.
+    preflight: Option<(String, String)>,
+    preempt_deadline: Option<Instant>,
+
+    // Voicemail detection.
+    vm_buffer: String,
+    vm_deadline: Option<Instant>,
+    vm_asked: bool,
+    vm_detected: bool,
+    /// A message to leave once the greeting has stopped.
+    vm_message: Option<String>,
+
     // Interruptions.
     vad_monitor: Option<Instant>,
     interrupting: bool,
@@ -152,8 +189,13 @@ pub(super) struct Engine {
 
     // Playout.
     sink: Box<dyn AudioSink>,
+    mixer: Mixer,
     playout: VecDeque<f32>,
+    /// Speech for the next frame.
     frame: Vec<f32>,
+    /// The mixed frame that goes to the sink.
+    out: Vec<f32>,
+    clock_running: bool,
     resampled: Vec<f32>,
     resampler: Option<Resampler>,
     frame_period: Duration,
@@ -194,6 +236,7 @@ pub(super) struct EngineParts {
     pub stt_rx: Option<mpsc::Receiver<SttEvent>>,
     pub stt_input: Arc<Mutex<Option<Box<dyn SttInput>>>>,
     pub sink: Box<dyn AudioSink>,
+    pub mixer: Mixer,
     pub started: oneshot::Sender<()>,
 }
 
@@ -216,6 +259,7 @@ impl Engine {
             tools: p.agent.tools(),
             agent: p.agent,
             ctx,
+            hooks: p.opts.hooks.clone(),
             llm: p.llm,
             tts: p.tts,
             has_turn_detector: p.has_turn_detector,
@@ -240,6 +284,13 @@ impl Engine {
             turn_probability: None,
             last_final_at: None,
             eou_deadline: None,
+            preflight: None,
+            preempt_deadline: None,
+            vm_buffer: String::new(),
+            vm_deadline: None,
+            vm_asked: false,
+            vm_detected: false,
+            vm_message: None,
             vad_monitor: None,
             interrupting: false,
             paused_until: None,
@@ -252,8 +303,11 @@ impl Engine {
             wake_prompts: 0,
             ending: None,
             sink: p.sink,
+            mixer: p.mixer,
             playout: VecDeque::with_capacity(p.opts.output_rate as usize * 30),
             frame: vec![0.0; frame_len],
+            out: vec![0.0; frame_len],
+            clock_running: false,
             resampled: Vec::with_capacity(p.opts.output_rate as usize),
             resampler,
             frame_period: Duration::from_millis(u64::from(p.opts.frame_ms)),
@@ -272,6 +326,11 @@ impl Engine {
         loop {
             let deadline = self.next_deadline();
             let playing = self.playing();
+            if playing && !self.clock_running {
+                // The clock starts now, not at a tick scheduled while it was stopped.
+                self.next_tick = Instant::now();
+            }
+            self.clock_running = playing;
             tokio::select! {
                 biased;
                 cmd = self.cmd_rx.recv() => match cmd {
@@ -359,17 +418,20 @@ impl Engine {
             self.vad_monitor,
             self.paused_until,
             self.wake_deadline,
+            self.preempt_deadline,
+            self.vm_deadline,
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Whether the output clock runs: audio is queued, or a reply that has spoken may be
-    /// waiting for its last frame to play out or for more audio.
+    /// Whether the output clock runs: audio is queued, a reply that has spoken may be
+    /// waiting for its last frame to play out or for more audio, or a sound is mixed in.
     fn playing(&self) -> bool {
-        self.paused_until.is_none()
-            && (!self.playout.is_empty() || self.reply.as_ref().is_some_and(|r| r.speaking))
+        let speech = self.paused_until.is_none()
+            && (!self.playout.is_empty() || self.reply.as_ref().is_some_and(|r| r.speaking));
+        speech || self.mixer.is_thinking_playing() || self.mixer.is_background_playing()
     }
 
     // ---- API commands ----------------------------------------------------------------
@@ -442,6 +504,21 @@ impl Engine {
                 };
                 let _ = done.send(items);
             }
+            Command::Background { play, done } => {
+                let r = match play {
+                    Some((clip, opts)) => self.mixer.play_background(clip, opts),
+                    None => {
+                        self.mixer.stop_background();
+                        Ok(())
+                    }
+                };
+                if r.is_ok() {
+                    self.emit(SessionEvent::BackgroundAudio {
+                        playing: self.mixer.is_background_playing(),
+                    });
+                }
+                let _ = done.send(r);
+            }
             Command::Close { .. } => unreachable!("handled in run"),
         }
     }
@@ -473,9 +550,8 @@ impl Engine {
         let reply = self.reply.as_mut().expect("just created");
         reply.llm_done = true;
         reply.text = text.clone();
-        if let Some(tx) = reply.tts_text.take() {
-            let _ = tx.try_send(text);
-        }
+        Self::speak_segment(&self.hooks, &mut reply.speech, text);
+        reply.speech.tts_text = None;
         Ok(handle)
     }
 
@@ -497,8 +573,10 @@ impl Engine {
                 ) {
                     self.set_agent_state(AgentState::Listening);
                 }
-                // Continued speech cancels the end-of-utterance wait.
+                // Continued speech cancels the end-of-utterance wait, and a held preemptive
+                // reply (the user resumed: the reference's `turn_resumed`).
                 self.eou_deadline = None;
+                self.cancel_preemptive();
                 self.wake_prompts = 0;
                 if !self.reply_in_progress && self.reply.is_none() {
                     self.arm_wake_up();
@@ -523,6 +601,11 @@ impl Engine {
                 if self.agent_state == AgentState::Listening {
                     self.set_agent_state(AgentState::Idle);
                 }
+                if let Some(m) = self.vm_message.take() {
+                    // The voicemail greeting is over: leave the message, then hang up.
+                    let _ = self.say(m, false, true);
+                    self.ending = Some("voicemail".into());
+                }
             }
             UserInput::TurnProbability(p) => {
                 self.turn_probability = Some(p);
@@ -535,63 +618,219 @@ impl Engine {
     }
 
     fn on_stt(&mut self, ev: SttEvent) {
-        if !self.accept_input {
+        if !self.accept_input || self.vm_detected {
             return;
         }
-        match ev {
-            SttEvent::Interim(text) | SttEvent::Preflight(text) => {
-                self.emit(SessionEvent::UserTranscript {
-                    text: text.clone(),
-                    is_final: false,
-                });
-                if self.eou_deadline.is_some() {
-                    self.eou_deadline = None;
-                }
-                self.stt_interrupt_check(&text);
+        let (text, preflight, is_final) = match ev {
+            SttEvent::Interim(t) => (t, false, false),
+            SttEvent::Preflight(t) => (t, true, false),
+            SttEvent::Final { text, .. } => (text, false, true),
+            SttEvent::Error(e) => return self.error("stt", e.to_string()),
+        };
+        let Some(text) = self.hooks.0.stt_text(text) else {
+            return;
+        };
+        self.emit(SessionEvent::UserTranscript {
+            text: text.clone(),
+            is_final,
+        });
+        if !is_final {
+            if self.eou_deadline.is_some() {
+                self.eou_deadline = None;
             }
-            SttEvent::Final { text, .. } => {
-                self.emit(SessionEvent::UserTranscript {
-                    text: text.clone(),
-                    is_final: true,
-                });
-                if self.reply.is_some()
-                    && matches!(
-                        self.agent_state,
-                        AgentState::Speaking | AgentState::Thinking
-                    )
-                {
-                    // Barge-in gate: short or non-interruptible → the transcript is dropped.
-                    let interruptible = self
-                        .reply
-                        .as_ref()
-                        .is_some_and(|r| r.handle.is_interruptible());
-                    if word_count(&text) < self.opts.interrupt.interrupt_min_words || !interruptible
-                    {
-                        return;
-                    }
-                    self.full_interrupt();
-                }
-                if text.trim().is_empty() {
-                    return;
-                }
-                if !self.accumulated.is_empty() {
-                    self.accumulated.push(' ');
-                }
-                self.accumulated.push_str(text.trim());
-                let now = Instant::now();
-                self.turn.stt_final = Some(self.now_s());
-                self.last_final_at = Some(now);
-                let p = if self.has_turn_detector {
-                    // Until the detector's verdict is in, assume the user may go on.
-                    Some(self.turn_probability.unwrap_or(0.0))
-                } else {
-                    None
-                };
-                self.turn.eou_probability = p;
-                self.eou_deadline = Some(now + self.opts.eou.wait(p));
+            self.stt_interrupt_check(&text);
+            if preflight && self.opts.preemptive_generation {
+                self.start_preemptive(&text);
             }
-            SttEvent::Error(e) => self.error("stt", e.to_string()),
+            return;
         }
+        if self.reply.as_ref().is_some_and(|r| r.speech.held.is_none())
+            && matches!(
+                self.agent_state,
+                AgentState::Speaking | AgentState::Thinking
+            )
+        {
+            // Barge-in gate: short or non-interruptible → the transcript is dropped.
+            let interruptible = self
+                .reply
+                .as_ref()
+                .is_some_and(|r| r.handle.is_interruptible());
+            if word_count(&text) < self.opts.interrupt.interrupt_min_words || !interruptible {
+                return;
+            }
+            self.full_interrupt();
+        }
+        if text.trim().is_empty() {
+            return;
+        }
+        self.listen_for_voicemail(&text);
+        self.turn.stt_final = Some(self.now_s());
+        if self.opts.preemptive_generation {
+            // The STT decided the turn is over: no end-of-utterance wait.
+            self.confirm_preemptive(text.trim());
+            return;
+        }
+        if !self.accumulated.is_empty() {
+            self.accumulated.push(' ');
+        }
+        self.accumulated.push_str(text.trim());
+        let now = Instant::now();
+        self.last_final_at = Some(now);
+        let p = if self.has_turn_detector {
+            // Until the detector's verdict is in, assume the user may go on.
+            Some(self.turn_probability.unwrap_or(0.0))
+        } else {
+            None
+        };
+        self.turn.eou_probability = p;
+        self.eou_deadline = Some(now + self.opts.eou.wait(p));
+    }
+
+    // ---- preemptive generation -------------------------------------------------------
+
+    /// A preflight transcript: start the LLM now, hold its speech until the final transcript.
+    fn start_preemptive(&mut self, text: &str) {
+        let text = text.trim();
+        if text.is_empty() || self.llm.is_none() {
+            return;
+        }
+        if self.preflight.as_ref().is_some_and(|(p, _)| p == text) {
+            return;
+        }
+        // The reference interrupts the current utterance without asking whether it may (a
+        // bug: it raises on a non-interruptible one); here such an utterance is respected and
+        // the turn waits for its final transcript.
+        if let Some(cur) = self.current.clone().filter(|c| !c.is_done()) {
+            if cur.interrupt(false).is_err() {
+                return;
+            }
+        }
+        self.cancel_preemptive();
+        self.stop_reply();
+        let id = self.ctx.add_message(ChatRole::User, text.to_string()).id;
+        self.preflight = Some((text.to_string(), id));
+        let handle = UtteranceHandle::new(true);
+        self.current = Some(handle.clone());
+        self.start_generation(handle);
+        if let Some(r) = self.reply.as_mut() {
+            r.speech.held = Some(Vec::new());
+        }
+        self.preempt_deadline = Some(Instant::now() + PREEMPTIVE_AUTHORIZATION);
+    }
+
+    /// A final transcript with preemptive generation on: the held reply speaks if the
+    /// preflight said the same, else it is thrown away and the final is answered.
+    fn confirm_preemptive(&mut self, text: &str) {
+        let held = self.reply.as_ref().is_some_and(|r| r.speech.held.is_some());
+        match &self.preflight {
+            Some((p, _)) if held && p == text => {
+                self.preflight = None;
+                self.preempt_deadline = None;
+                self.turn.eou_decision = Some(self.now_s());
+                self.emit(SessionEvent::UserTurn { text: text.into() });
+                self.hooks.0.user_turn_start(text);
+                let reply = self.reply.as_mut().expect("held");
+                let segments = reply.speech.held.take().unwrap_or_default();
+                for seg in segments {
+                    Self::speak_segment(&self.hooks, &mut reply.speech, seg);
+                }
+                if std::mem::take(&mut reply.tools_deferred) {
+                    self.llm_finished();
+                } else if reply.llm_done {
+                    reply.speech.tts_text = None;
+                    self.maybe_finish(false);
+                }
+            }
+            _ => {
+                self.cancel_preemptive();
+                self.user_turn(text);
+            }
+        }
+    }
+
+    /// Drops an unconfirmed preemptive reply and its user message.
+    fn cancel_preemptive(&mut self) {
+        self.preempt_deadline = None;
+        let Some((_, msg_id)) = self.preflight.take() else {
+            return;
+        };
+        self.ctx.remove(&msg_id);
+        if self.reply.as_ref().is_some_and(|r| r.speech.held.is_some()) {
+            self.stop_reply();
+        }
+    }
+
+    // ---- voicemail -------------------------------------------------------------------
+
+    /// Collects the callee's first words; the classifier runs `listen` after the first ones.
+    fn listen_for_voicemail(&mut self, text: &str) {
+        let Some(vm) = &self.opts.voicemail else {
+            return;
+        };
+        if self.vm_asked {
+            return;
+        }
+        if !self.vm_buffer.is_empty() {
+            self.vm_buffer.push(' ');
+        }
+        self.vm_buffer.push_str(text.trim());
+        if self.vm_deadline.is_none() {
+            self.vm_deadline = Some(Instant::now() + vm.listen);
+        }
+    }
+
+    fn ask_voicemail(&mut self) {
+        self.vm_asked = true;
+        let (Some(vm), Some(llm)) = (self.opts.voicemail.clone(), self.llm.clone()) else {
+            tracing::warn!("voicemail detection needs an LLM; treating the call as answered");
+            self.emit(SessionEvent::Voicemail { detected: false });
+            return;
+        };
+        let transcript = std::mem::take(&mut self.vm_buffer);
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let r = voicemail::classify(llm.as_ref(), &vm.prompt, &transcript).await;
+            let _ = internal.send(Internal::Voicemail(r));
+        });
+    }
+
+    fn on_voicemail(&mut self, verdict: Result<bool, ProviderError>) {
+        let detected = verdict.unwrap_or_else(|e| {
+            self.error("voicemail", e.to_string());
+            false
+        });
+        tracing::info!(detected, "voicemail detection");
+        self.emit(SessionEvent::Voicemail { detected });
+        if !detected {
+            return;
+        }
+        let action = self
+            .opts
+            .voicemail
+            .as_ref()
+            .map(|v| v.action.clone())
+            .unwrap_or_default();
+        if action == VoicemailAction::Report {
+            return;
+        }
+        // Nobody to talk to: stop answering the greeting.
+        self.vm_detected = true;
+        self.cancel_preemptive();
+        self.accumulated.clear();
+        self.full_interrupt();
+        if let Some(cur) = self.current.clone().filter(|c| !c.is_done()) {
+            let _ = cur.interrupt(true);
+            self.stop_reply();
+        }
+        if let VoicemailAction::LeaveMessage(m) = action {
+            if self.user_speaking {
+                // Speak after the greeting (and its beep), not over it.
+                self.vm_message = Some(m);
+                return;
+            }
+            let _ = self.say(m, false, true);
+        }
+        self.ending = Some("voicemail".into());
     }
 
     fn stt_interrupt_check(&mut self, text: &str) {
@@ -655,6 +894,7 @@ impl Engine {
         if reply.explicit {
             self.reply_in_progress = false;
         }
+        self.reply_over(&reply);
         self.finish_turn();
     }
 
@@ -665,8 +905,34 @@ impl Engine {
                 self.reply_in_progress = false;
             }
             reply.handle.mark_done();
+            self.reply_over(&reply);
         }
         self.drop_streams();
+    }
+
+    /// Hooks and sounds owed at the end of any reply (played, interrupted or dropped).
+    fn reply_over(&mut self, reply: &Reply) {
+        if reply.speech.agent_turn {
+            self.hooks.0.agent_turn_end();
+        }
+        if reply.from_llm {
+            self.hooks.0.user_turn_end();
+        }
+        self.mixer.stop_thinking();
+    }
+
+    /// One sentence of the reply towards TTS: held while the reply is an unconfirmed guess.
+    fn speak_segment(hooks: &HookSet, out: &mut SpeechOut, segment: String) {
+        if let Some(held) = out.held.as_mut() {
+            held.push(segment);
+            return;
+        }
+        let Some(tx) = &out.tts_text else { return };
+        if !out.agent_turn {
+            out.agent_turn = true;
+            hooks.0.agent_turn_start();
+        }
+        let _ = tx.try_send(hooks.0.tts_text(segment));
     }
 
     fn drop_streams(&mut self) {
@@ -699,23 +965,34 @@ impl Engine {
             } else {
                 self.interrupting = false;
                 self.emit(SessionEvent::SpeechResumed);
-                self.next_tick = now;
             }
         }
         if self.wake_deadline.is_some_and(|d| d <= now) {
             self.wake_deadline = None;
             self.wake_up();
         }
+        if self.preempt_deadline.is_some_and(|d| d <= now) {
+            tracing::debug!("preemptive reply not confirmed in time");
+            self.cancel_preemptive();
+        }
+        if self.vm_deadline.is_some_and(|d| d <= now) {
+            self.vm_deadline = None;
+            self.ask_voicemail();
+        }
     }
 
     fn end_of_utterance(&mut self) {
         let text = std::mem::take(&mut self.accumulated);
-        let text = text.trim();
-        if text.is_empty() {
-            return;
+        if !text.trim().is_empty() {
+            self.user_turn(text.trim());
         }
+    }
+
+    /// The user's turn is decided: answer it.
+    fn user_turn(&mut self, text: &str) {
         self.turn.eou_decision = Some(self.now_s());
         self.emit(SessionEvent::UserTurn { text: text.into() });
+        self.hooks.0.user_turn_start(text);
         self.ctx.add_message(ChatRole::User, text.to_string());
         if let Some(cur) = self.current.clone().filter(|c| !c.is_done()) {
             if cur.is_interruptible() {
@@ -787,13 +1064,18 @@ impl Engine {
             from_llm,
             segmenter: Segmenter::new(SegmentOptions::default()).expect("default options"),
             tts_done: tts_text.is_none(),
-            tts_text,
+            speech: SpeechOut {
+                tts_text,
+                held: None,
+                agent_turn: false,
+            },
             llm_done: false,
             tools_running: false,
             calls: Vec::new(),
             depth,
             speaking: false,
             explicit,
+            tools_deferred: false,
         });
         id
     }
@@ -804,6 +1086,7 @@ impl Engine {
             return;
         };
         let id = self.new_reply(handle, true, 0);
+        self.mixer.start_thinking();
         self.request_llm(llm, id);
     }
 
@@ -848,7 +1131,7 @@ impl Engine {
                     self.error("tts", e.to_string());
                     if let Some(reply) = self.reply.as_mut() {
                         reply.tts_done = true;
-                        reply.tts_text = None;
+                        reply.speech.tts_text = None;
                     }
                     self.maybe_finish(false);
                 }
@@ -858,6 +1141,7 @@ impl Engine {
                 self.on_tools_done(results);
             }
             Internal::ToolsDone(..) => self.executing_tool = false,
+            Internal::Voicemail(verdict) => self.on_voicemail(verdict),
             // Stale: for a reply that was interrupted or replaced.
             Internal::LlmOpened(..) | Internal::TtsOpened(..) => {}
         }
@@ -871,9 +1155,9 @@ impl Engine {
                     return;
                 };
                 reply.text.push_str(&t);
-                if let Some(tx) = &reply.tts_text {
+                if reply.speech.tts_text.is_some() {
                     for seg in reply.segmenter.push(&t) {
-                        let _ = tx.try_send(seg);
+                        Self::speak_segment(&self.hooks, &mut reply.speech, seg);
                     }
                 }
             }
@@ -905,6 +1189,10 @@ impl Engine {
         let Some(reply) = self.reply.as_mut() else {
             return;
         };
+        if !reply.calls.is_empty() && reply.speech.held.is_some() {
+            reply.tools_deferred = true;
+            return;
+        }
         if !reply.calls.is_empty() {
             let calls = std::mem::take(&mut reply.calls);
             for c in &calls {
@@ -957,10 +1245,14 @@ impl Engine {
             return;
         }
         reply.llm_done = true;
-        if let Some(tx) = reply.tts_text.take() {
+        if reply.speech.tts_text.is_some() {
             for seg in reply.segmenter.finish() {
-                let _ = tx.try_send(seg);
+                Self::speak_segment(&self.hooks, &mut reply.speech, seg);
             }
+        }
+        if reply.speech.held.is_none() {
+            // The text is complete: closing the channel lets TTS finish.
+            reply.speech.tts_text = None;
         }
         self.maybe_finish(false);
     }
@@ -1042,7 +1334,6 @@ impl Engine {
                     return;
                 }
                 self.turn.tts_first_byte.get_or_insert(self.now_s());
-                let was_empty = self.playout.is_empty();
                 match self.resampler.as_mut() {
                     Some(r) => {
                         self.resampled.clear();
@@ -1050,9 +1341,6 @@ impl Engine {
                         self.playout.extend(self.resampled.iter());
                     }
                     None => self.playout.extend(samples.iter()),
-                }
-                if was_empty {
-                    self.next_tick = Instant::now();
                 }
             }
             Some(Err(e)) => {
@@ -1078,45 +1366,69 @@ impl Engine {
         }
     }
 
-    /// One output frame to the transport. With nothing queued, the previous frame has been
-    /// played out: that is when a finished reply ends.
+    /// One output frame to the transport: speech (if any) mixed with the thinking and
+    /// background sounds. With no speech queued, the previous frame has been played out: that
+    /// is when a finished reply ends.
     fn on_tick(&mut self) {
         self.next_tick += self.frame_period;
-        if self.playout.is_empty() {
+        let speaking = self.paused_until.is_none();
+        let n = if speaking {
+            self.frame.len().min(self.playout.len())
+        } else {
+            0
+        };
+        if n == 0 && speaking {
             self.maybe_finish(true);
+        }
+        if n == 0 && !self.mixer.is_thinking_playing() && !self.mixer.is_background_playing() {
             return;
         }
-        let n = self.frame.len().min(self.playout.len());
-        for (dst, src) in self.frame.iter_mut().zip(self.playout.drain(..n)) {
+        for (dst, src) in self.frame[..n].iter_mut().zip(self.playout.drain(..n)) {
             *dst = src;
         }
-        self.frame[n..].fill(0.0);
-        if let Some(reply) = self.reply.as_mut() {
-            if !reply.speaking {
-                reply.speaking = true;
-                self.turn.first_sample_played.get_or_insert(self.now_s());
-                self.set_agent_state(AgentState::Speaking);
-                self.set_user_state(UserState::Listening);
-                if self.user_speaking
-                    && self.opts.interrupt.mode.uses_vad()
-                    && self.vad_monitor.is_none()
-                {
-                    self.vad_monitor = Some(
-                        Instant::now()
-                            + Duration::from_secs_f64(self.opts.interrupt.interrupt_min_duration),
-                    );
-                }
-            }
+        let speech = (n > 0).then(|| &self.frame[..n]);
+        let report = self
+            .mixer
+            .mix(speech, &mut self.out)
+            .expect("frame sizes are fixed at start");
+        if report.background_ended {
+            self.emit(SessionEvent::BackgroundAudio { playing: false });
         }
-        self.sink.write(&self.frame);
+        if n > 0 {
+            self.speech_started();
+        }
+        self.sink.write(&self.out);
+    }
+
+    /// The first frame of a reply is going out: the agent speaks.
+    fn speech_started(&mut self) {
+        let Some(reply) = self.reply.as_mut() else {
+            return;
+        };
+        if reply.speaking {
+            return;
+        }
+        reply.speaking = true;
+        self.turn.first_sample_played.get_or_insert(self.now_s());
+        self.set_agent_state(AgentState::Speaking);
+        self.set_user_state(UserState::Listening);
+        if self.user_speaking && self.opts.interrupt.mode.uses_vad() && self.vad_monitor.is_none()
+        {
+            self.vad_monitor = Some(
+                Instant::now() + Duration::from_secs_f64(self.opts.interrupt.interrupt_min_duration),
+            );
+        }
     }
 
     /// Ends the reply once its text, audio and playback are all done.
     /// A reply that has spoken ends on an output tick (its last frame played out).
     fn maybe_finish(&mut self, at_tick: bool) {
         let Some(reply) = &self.reply else { return };
-        let complete =
-            reply.llm_done && reply.tts_done && !reply.tools_running && self.playout.is_empty();
+        let complete = reply.llm_done
+            && reply.tts_done
+            && !reply.tools_running
+            && reply.speech.held.is_none()
+            && self.playout.is_empty();
         if !complete || (reply.speaking && !at_tick) {
             return;
         }
@@ -1124,9 +1436,11 @@ impl Engine {
         if reply.from_llm && !reply.text.trim().is_empty() {
             self.ctx
                 .add_message(ChatRole::Assistant, reply.text.clone());
-            self.emit(SessionEvent::AgentText { text: reply.text });
+            let text = self.hooks.0.llm_text(reply.text.clone());
+            self.emit(SessionEvent::AgentText { text });
         }
         reply.handle.mark_done();
+        self.reply_over(&reply);
         if reply.explicit {
             self.reply_in_progress = false;
         }
@@ -1171,7 +1485,9 @@ impl Engine {
         self.eou_deadline = None;
         if let Some(reply) = self.reply.take() {
             reply.handle.mark_done();
+            self.reply_over(&reply);
         }
+        self.mixer.stop_background();
         self.drop_streams();
         // The engine cannot serve session calls while it waits here, so an `on_exit` that makes
         // one would wait forever: bound it.
