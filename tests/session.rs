@@ -540,8 +540,8 @@ impl CallControl for Phone {
         self.0.lock().unwrap().push(reason.into());
         Ok(())
     }
-    async fn transfer(&self, _target: &str) -> Result<(), CallError> {
-        Err(CallError::Unsupported)
+    async fn transfer(&self, target: &str) -> Result<(), CallError> {
+        Err(CallError::Failed(format!("{target} is busy")))
     }
     async fn send_dtmf(&self, _digits: &str) -> Result<(), CallError> {
         Err(CallError::Unsupported)
@@ -612,4 +612,44 @@ async fn close_is_idempotent_and_ends_in_closing() {
     h.session.close().await;
     h.agent_state(AgentState::Closing).await;
     assert!(h.session.say("hello", true).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn hangup_ends_the_call_with_its_reason_and_closes_the_session() {
+    let phone = Arc::new(Phone::default());
+    let mut h = harness(
+        agent("x"),
+        ScriptedLlm::new(vec![]),
+        SessionOptions::default(),
+        Some(phone.clone()),
+    )
+    .await;
+    h.session.hangup("manual_hangup").await;
+    h.agent_state(AgentState::Closing).await;
+    assert_eq!(phone.0.lock().unwrap().clone(), ["manual_hangup"]);
+    assert!(h.session.say("hello", true).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn transfer_needs_a_call_and_reports_what_the_call_said() {
+    let h = quiet(SessionOptions::default()).await;
+    assert_eq!(
+        h.session.transfer("sip:desk@pbx").await,
+        Err(hark::session::SessionError::Call(CallError::Unsupported))
+    );
+    let phone = Arc::new(Phone::default());
+    let h = harness(
+        agent("x"),
+        ScriptedLlm::new(vec![]),
+        SessionOptions::default(),
+        Some(phone),
+    )
+    .await;
+    // This phone's transfers fail: the failure comes back to the caller.
+    assert_eq!(
+        h.session.transfer("sip:desk@pbx").await,
+        Err(hark::session::SessionError::Call(CallError::Failed(
+            "sip:desk@pbx is busy".into()
+        )))
+    );
 }

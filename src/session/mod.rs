@@ -26,6 +26,7 @@ use crate::agent::{Agent, ToolContext};
 use crate::audio::mixer::{BackgroundOptions, Clip, MixError};
 use crate::providers::{Llm, ProviderError, Stt, SttInput, Tts};
 use crate::telephony::voicemail::VoicemailOptions;
+use crate::transport::CallError;
 pub use engine::UserInput;
 pub use hooks::{HookSet, Hooks};
 pub use metrics::TurnMetrics;
@@ -144,6 +145,9 @@ pub enum SessionError {
     /// The current utterance does not allow interruptions.
     #[error("the current utterance does not allow interruptions")]
     NotInterruptible,
+    /// The call refused or failed a control (hangup, transfer).
+    #[error("call: {0}")]
+    Call(CallError),
     /// A sound cannot be mixed into the output.
     #[error("audio: {0}")]
     Mix(#[from] MixError),
@@ -265,9 +269,29 @@ impl SessionHandle {
     }
 
     /// Ends the session: stops speech, runs the agent's `on_exit`, closes the streams.
-    /// Idempotent.
+    /// Idempotent. The call itself stays up (the spec's `leave`: others in a room, or a
+    /// transfer target, carry on); [`SessionHandle::hangup`] ends it.
     pub async fn close(&self) {
         let _ = self.ask(|done| engine::Command::Close { done }).await;
+    }
+
+    /// Hangs up the call (if the transport has one) with `reason`, then closes the session.
+    /// A failed hangup is logged; the session closes anyway.
+    pub async fn hangup(&self, reason: &str) {
+        let reason = reason.to_string();
+        let _ = self
+            .ask(|done| engine::Command::Hangup { reason, done })
+            .await;
+    }
+
+    /// Transfers the call to `target` without consultation (the spec's cold
+    /// `call_transfer`); the session goes on until the transport ends it.
+    pub async fn transfer(&self, target: &str) -> Result<(), SessionError> {
+        let call = self
+            .ask(|done| engine::Command::CallControl { done })
+            .await?
+            .ok_or(SessionError::Call(CallError::Unsupported))?;
+        call.transfer(target).await.map_err(SessionError::Call)
     }
 
     /// Subscribes to the session's events (from now on).

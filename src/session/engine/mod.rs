@@ -58,6 +58,14 @@ pub(super) enum Command {
     Close {
         done: oneshot::Sender<()>,
     },
+    Hangup {
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+    /// The call's controls, if the transport has a call.
+    CallControl {
+        done: oneshot::Sender<Option<Arc<dyn crate::transport::CallControl>>>,
+    },
     /// Start (`Some`) or stop the background sound.
     Background {
         play: Option<(Clip, BackgroundOptions)>,
@@ -339,6 +347,11 @@ impl Engine {
                         let _ = done.send(());
                         return;
                     }
+                    Some(Command::Hangup { reason, done }) => {
+                        self.hang_up(&reason).await;
+                        let _ = done.send(());
+                        return;
+                    }
                     Some(cmd) => self.on_command(cmd),
                     // Every handle is gone: nobody can use the session any more.
                     None => {
@@ -519,7 +532,10 @@ impl Engine {
                 }
                 let _ = done.send(r);
             }
-            Command::Close { .. } => unreachable!("handled in run"),
+            Command::CallControl { done } => {
+                let _ = done.send(self.tool_cx.call.clone());
+            }
+            Command::Close { .. } | Command::Hangup { .. } => unreachable!("handled in run"),
         }
     }
 
