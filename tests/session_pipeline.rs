@@ -439,6 +439,17 @@ impl Levels {
     }
 }
 
+/// A thinking sound at 0.5 × 0.2 = 0.1 peak.
+fn thinking() -> SessionOptions {
+    SessionOptions {
+        thinking_audio: Some(ThinkingAudio {
+            clip: tone(0.5, 0.3),
+            volume: 0.2,
+        }),
+        ..SessionOptions::default()
+    }
+}
+
 fn tone(level: f32, seconds: f32) -> Clip {
     Clip::new(RATE, vec![level; (seconds * RATE as f32) as usize]).unwrap()
 }
@@ -476,14 +487,7 @@ async fn mixing_session(
 
 #[tokio::test(start_paused = true)]
 async fn the_thinking_sound_plays_while_the_llm_works_and_stops_at_the_first_word() {
-    let options = SessionOptions {
-        thinking_audio: Some(ThinkingAudio {
-            clip: tone(0.5, 0.3),
-            volume: 0.2,
-        }),
-        ..SessionOptions::default()
-    };
-    let (session, levels, stt) = mixing_session(Duration::from_secs(2), options).await;
+    let (session, levels, stt) = mixing_session(Duration::from_secs(2), thinking()).await;
     let mut events = session.subscribe();
     stt.send(SttEvent::Final {
         text: "what is on tonight".into(),
@@ -563,14 +567,7 @@ async fn background_audio_plays_to_its_end_and_says_so() {
 
 #[tokio::test(start_paused = true)]
 async fn exclusive_background_music_silences_the_thinking_sound() {
-    let options = SessionOptions {
-        thinking_audio: Some(ThinkingAudio {
-            clip: tone(0.5, 0.3),
-            volume: 0.2,
-        }),
-        ..SessionOptions::default()
-    };
-    let (session, levels, stt) = mixing_session(Duration::from_secs(2), options).await;
+    let (session, levels, stt) = mixing_session(Duration::from_secs(2), thinking()).await;
     session
         .play_background(
             tone(0.25, 1.0),
