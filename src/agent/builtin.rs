@@ -144,16 +144,26 @@ pub fn builtin_tool(name: &str) -> Option<Arc<dyn Tool>> {
 }
 
 // By hand so an unknown name lists the valid ones in the config's words ("built-in tool", not
-// serde's "variant").
+// serde's "variant"). The check runs inside the visitor, so the parser still knows which
+// array element is wrong and can give its line.
 impl<'de> Deserialize<'de> for BuiltinTool {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        BuiltinTool::from_name(&name).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown built-in tool {name:?}; expected one of {}",
-                builtin_tool_names().join(", ")
-            ))
-        })
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = BuiltinTool;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "one of {}", builtin_tool_names().join(", "))
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<BuiltinTool, E> {
+                BuiltinTool::from_name(name).ok_or_else(|| {
+                    E::custom(format!(
+                        "unknown built-in tool {name:?}; expected one of {}",
+                        builtin_tool_names().join(", ")
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(Name)
     }
 }
 

@@ -418,28 +418,76 @@ fn positive_seconds(key: &str, v: f64) -> Result<(), AgentIssue> {
     }
 }
 
-/// `EouMode` from `"default"`/`"adaptive"`, in any case (the session types take the spec's
-/// `"DEFAULT"`; a config reads better in lowercase like every other key).
-fn eou_mode<'de, D: Deserializer<'de>>(d: D) -> Result<EouMode, D::Error> {
-    let s = String::deserialize(d)?;
-    match s.to_ascii_lowercase().as_str() {
-        "default" => Ok(EouMode::Default),
-        "adaptive" => Ok(EouMode::Adaptive),
-        _ => Err(serde::de::Error::custom(format!(
-            "unknown EOU mode {s:?}; expected \"default\" or \"adaptive\""
-        ))),
-    }
+/// The config's names of the EOU modes.
+const EOU_MODES: [(&str, EouMode); 2] = [
+    ("default", EouMode::Default),
+    ("adaptive", EouMode::Adaptive),
+];
+
+/// The config's names of the interrupt modes.
+const INTERRUPT_MODES: [(&str, InterruptMode); 3] = [
+    ("hybrid", InterruptMode::Hybrid),
+    ("vad_only", InterruptMode::VadOnly),
+    ("stt_only", InterruptMode::SttOnly),
+];
+
+/// The config's name of an EOU mode (`"default"`, `"adaptive"`).
+pub fn eou_mode_name(mode: EouMode) -> &'static str {
+    EOU_MODES
+        .iter()
+        .find(|(_, m)| *m == mode)
+        .map_or("?", |(n, _)| n)
 }
 
-/// `InterruptMode` from `"hybrid"`/`"vad_only"`/`"stt_only"`, in any case.
-fn interrupt_mode<'de, D: Deserializer<'de>>(d: D) -> Result<InterruptMode, D::Error> {
-    let s = String::deserialize(d)?;
-    match s.to_ascii_lowercase().as_str() {
-        "hybrid" => Ok(InterruptMode::Hybrid),
-        "vad_only" => Ok(InterruptMode::VadOnly),
-        "stt_only" => Ok(InterruptMode::SttOnly),
-        _ => Err(serde::de::Error::custom(format!(
-            "unknown interrupt mode {s:?}; expected \"hybrid\", \"vad_only\" or \"stt_only\""
-        ))),
+/// The config's name of an interrupt mode (`"hybrid"`, `"vad_only"`, `"stt_only"`).
+pub fn interrupt_mode_name(mode: InterruptMode) -> &'static str {
+    INTERRUPT_MODES
+        .iter()
+        .find(|(_, m)| *m == mode)
+        .map_or("?", |(n, _)| n)
+}
+
+/// One of `choices` by name, in any case (the session types take the spec's uppercase; a
+/// config reads better in lowercase like every other key, and both are accepted). Checked
+/// inside the visitor so the parser attaches the value's line to the error.
+fn by_name<'de, D: Deserializer<'de>, T: Copy>(
+    d: D,
+    what: &'static str,
+    choices: &'static [(&'static str, T)],
+) -> Result<T, D::Error> {
+    struct ByName<T: 'static> {
+        what: &'static str,
+        choices: &'static [(&'static str, T)],
     }
+    impl<T: Copy> serde::de::Visitor<'_> for ByName<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a {} name", self.what)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+            let lower = s.to_ascii_lowercase();
+            self.choices
+                .iter()
+                .find(|(name, _)| *name == lower)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    let names: Vec<String> =
+                        self.choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+                    E::custom(format!(
+                        "unknown {} {s:?}; expected one of {}",
+                        self.what,
+                        names.join(", ")
+                    ))
+                })
+        }
+    }
+    d.deserialize_str(ByName { what, choices })
+}
+
+fn eou_mode<'de, D: Deserializer<'de>>(d: D) -> Result<EouMode, D::Error> {
+    by_name(d, "EOU mode", &EOU_MODES)
+}
+
+fn interrupt_mode<'de, D: Deserializer<'de>>(d: D) -> Result<InterruptMode, D::Error> {
+    by_name(d, "interrupt mode", &INTERRUPT_MODES)
 }
