@@ -357,8 +357,9 @@ fn print_agent(agent: &AgentConfig) {
             };
             match &w.prompt {
                 Some(p) => println!(
-                    "agent: wake-up after {after} s of silence: says {p:?} up to {} times, {end}",
-                    w.max_prompts
+                    "agent: wake-up after {after} s of silence: says {p:?} up to {} time{}, {end}",
+                    w.max_prompts,
+                    if w.max_prompts == 1 { "" } else { "s" }
                 ),
                 None => println!("agent: wake-up after {after} s of silence: {end}"),
             }

@@ -471,11 +471,69 @@ mod tests {
 
 #[cfg(test)]
 mod example {
+    use std::path::Path;
+
+    use crate::agent::mcp::McpServerConfig;
+    use crate::agent::webhook::WebhookMethod;
+    use crate::session::SessionOptions;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml");
+
     #[test]
     fn the_shipped_example_config_is_valid_and_states_the_defaults() {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml"));
-        let c = super::Config::load(path).unwrap();
+        let c = super::Config::load(Path::new(EXAMPLE)).unwrap();
         let d = super::Config::default();
         assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
+        assert!(c.agent.is_none(), "the agent example is commented out");
+    }
+
+    /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the
+    /// `#` removed it must be valid, cover every key, and show the defaults.
+    #[test]
+    fn the_shipped_agent_example_is_valid_and_states_the_defaults() {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if !rest.is_empty() && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for var in ["HOTEL_API_TOKEN", "TOOLS_TOKEN", "WEATHER_API_KEY"] {
+            std::env::set_var(var, "example-value");
+        }
+        let c = super::Config::parse(&uncommented, Path::new("hark.toml")).unwrap();
+        let agent = c.agent.expect("the uncommented example has an agent");
+        let (o, d) = (agent.session_options(), SessionOptions::default());
+        assert_eq!((o.eou, o.interrupt), (d.eou, d.interrupt));
+        assert_eq!(
+            (o.max_tool_depth, o.tool_timeout),
+            (d.max_tool_depth, d.tool_timeout)
+        );
+        assert_eq!(o.wake_up.unwrap().max_prompts, 1);
+        assert_eq!(
+            agent.tool_names(),
+            ["end_call", "transfer_call", "send_dtmf", "book_room"]
+        );
+        let hook = &agent.webhooks[0];
+        assert_eq!((hook.timeout_s, hook.method), (10.0, WebhookMethod::Post));
+        let [McpServerConfig::Http(http), McpServerConfig::Stdio(stdio)] = &agent.mcp_servers[..]
+        else {
+            panic!(
+                "expected an HTTP and a stdio server: {:?}",
+                agent.mcp_servers
+            );
+        };
+        assert_eq!(
+            (
+                http.connect_timeout_s,
+                http.read_timeout_s,
+                http.session_timeout_s
+            ),
+            (10.0, 300.0, 5.0)
+        );
+        assert_eq!(stdio.session_timeout_s, 5.0);
+        assert!(stdio.cwd.is_some() && !stdio.env.is_empty());
     }
 }
