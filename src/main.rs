@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use hark::audio::{read_wav, read_wav_bytes, Audio};
-use hark::config::Config;
+use hark::config::agent::{eou_mode_name, interrupt_mode_name};
+use hark::config::{AgentConfig, Config};
 use hark::listen::models::{demo_speech, ModelId, ModelStore};
 use hark::listen::timeline::Timeline;
 use hark::listen::{self, Models};
@@ -235,6 +236,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 l.vad.smoothing,
                 if l.turn.enabled { format!("Smart Turn v3.2 (threshold {})", l.turn.threshold) } else { "off".into() },
             );
+            match &config.agent {
+                Some(agent) => print_agent(agent),
+                None => println!("agent: none configured (no [agent] section)"),
+            }
             Ok(())
         }
         Command::Models => {
@@ -267,6 +272,97 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 None => println!("onnxruntime  not found (engine \"auto\" uses tract)"),
             }
             bad.map_or(Ok(()), |e| Err(fail(e)))
+        }
+    }
+}
+
+/// What `hark check` says about a config-defined agent: enough to recognise it and to see
+/// what it may do, without connecting to its MCP servers (that starts processes and opens
+/// connections; the session does it at start).
+fn print_agent(agent: &AgentConfig) {
+    let instructions = agent.instructions.trim();
+    let first = instructions.lines().next().unwrap_or_default();
+    let shown: String = first.chars().take(80).collect();
+    let more = if shown.len() < instructions.len() {
+        "…"
+    } else {
+        ""
+    };
+    println!(
+        "agent: instructions ({} chars, {} lines): \"{shown}{more}\"",
+        instructions.chars().count(),
+        instructions.lines().count()
+    );
+    match &agent.greeting {
+        Some(g) => println!("agent: greeting: {g:?}"),
+        None => println!("agent: no greeting (waits for the user to speak)"),
+    }
+    let mut tools: Vec<String> = agent
+        .builtin_tools
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    tools.extend(
+        agent
+            .webhooks
+            .iter()
+            .map(|w| format!("{} (webhook)", w.name)),
+    );
+    println!(
+        "agent: tools: {}",
+        if tools.is_empty() {
+            "none".into()
+        } else {
+            tools.join(", ")
+        }
+    );
+    for server in &agent.mcp_servers {
+        println!(
+            "agent: tools of MCP server {} (listed when a session starts)",
+            server.label()
+        );
+    }
+    let o = agent.session_options();
+    println!(
+        "agent: end of utterance {} {}–{} s; interruptions {} ({} s of speech or {} words{}); \
+         up to {} LLM rounds per reply; tool timeout {} s{}",
+        eou_mode_name(o.eou.mode),
+        o.eou.min_max_speech_wait_timeout[0],
+        o.eou.min_max_speech_wait_timeout[1],
+        interrupt_mode_name(o.interrupt.mode),
+        o.interrupt.interrupt_min_duration,
+        o.interrupt.interrupt_min_words,
+        if o.interrupt.resume_on_false_interrupt {
+            format!(
+                ", resume after a false one within {} s",
+                o.interrupt.false_interrupt_pause_duration
+            )
+        } else {
+            String::new()
+        },
+        o.max_tool_depth,
+        o.tool_timeout.as_secs_f64(),
+        match o.max_context_items {
+            Some(n) => format!("; context kept to {n} items"),
+            None => String::new(),
+        },
+    );
+    match &o.wake_up {
+        None => println!("agent: no wake-up timer"),
+        Some(w) => {
+            let after = w.after.as_secs_f64();
+            let end = match &w.goodbye {
+                Some(g) => format!("then says {g:?} and ends the session"),
+                None => "then ends the session".to_string(),
+            };
+            match &w.prompt {
+                Some(p) => println!(
+                    "agent: wake-up after {after} s of silence: says {p:?} up to {} time{}, {end}",
+                    w.max_prompts,
+                    if w.max_prompts == 1 { "" } else { "s" }
+                ),
+                None => println!("agent: wake-up after {after} s of silence: {end}"),
+            }
         }
     }
 }

@@ -203,3 +203,68 @@ fn forcing_tract_in_config_runs_both_models_on_tract() {
     );
     assert!(out.contains("smart-turn-v3.2-cpu.onnx on tract"), "{out}");
 }
+
+#[test]
+fn check_prints_a_configured_agent() {
+    let cfg = scratch("agent").join("hark.toml");
+    std::fs::write(
+        &cfg,
+        r#"[agent]
+instructions = """
+You are the front desk of the Grand Hotel.
+Be brief."""
+greeting = "Grand Hotel, how can I help?"
+builtin_tools = ["end_call", "send_dtmf"]
+
+[agent.wake_up]
+after = 20
+prompt = "Are you still there?"
+goodbye = "Goodbye."
+
+[[agent.webhooks]]
+name = "book_room"
+url = "https://example.com/hook"
+parameters = { type = "object" }
+
+[[agent.mcp_servers]]
+kind = "mcp_http"
+url = "https://user:pw@tools.example.com/mcp?token=SECRET"
+"#,
+    )
+    .unwrap();
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    for want in [
+        "agent: instructions (52 chars, 2 lines): \"You are the front desk of the Grand Hotel.…\"",
+        "agent: greeting: \"Grand Hotel, how can I help?\"",
+        "agent: tools: end_call, send_dtmf, book_room (webhook)",
+        "agent: tools of MCP server https://tools.example.com/mcp (listed when a session starts)",
+        "agent: end of utterance default 0.5–0.8 s; interruptions hybrid",
+        "agent: wake-up after 20 s of silence: says \"Are you still there?\" up to 1 time, \
+         then says \"Goodbye.\" and ends the session",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("SECRET") && !out.contains("pw@"), "{out}");
+}
+
+#[test]
+fn a_bad_agent_config_names_file_line_and_key() {
+    let cfg = scratch("badagent").join("hark.toml");
+    std::fs::write(
+        &cfg,
+        "[agent]\ninstructions = \"x\"\nbuiltin_tools = [\"hang_up\"]\n",
+    )
+    .unwrap();
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "{}:3: agent.builtin_tools[0]: unknown built-in tool \"hang_up\"",
+            cfg.display()
+        )),
+        "{err}"
+    );
+}

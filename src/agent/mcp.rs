@@ -146,6 +146,38 @@ impl std::fmt::Debug for McpServerConfig {
     }
 }
 
+impl McpServerConfig {
+    /// Checks the timeouts, the URL and the headers without connecting, so `hark check` and
+    /// config loading catch mistakes before a session starts ([`McpServer::connect`] checks
+    /// them again).
+    pub fn validate(&self) -> Result<(), McpError> {
+        match self {
+            McpServerConfig::Http(c) => {
+                seconds("connect_timeout_s", c.connect_timeout_s)?;
+                seconds("read_timeout_s", c.read_timeout_s)?;
+                seconds("session_timeout_s", c.session_timeout_s)?;
+                http_label(&c.url)?;
+                header_map(&c.headers)?;
+            }
+            McpServerConfig::Stdio(c) => {
+                seconds("session_timeout_s", c.session_timeout_s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A short name for messages: the command for stdio, the URL without user or query for
+    /// HTTP (`(invalid URL)` when it does not parse: it is not shown, it may hold a token).
+    pub fn label(&self) -> String {
+        match self {
+            McpServerConfig::Http(c) => {
+                http_label(&c.url).unwrap_or_else(|_| "(invalid URL)".into())
+            }
+            McpServerConfig::Stdio(c) => format!("{:?}", c.command),
+        }
+    }
+}
+
 /// Why an MCP server could not be connected or shut down. Messages never hold header or
 /// environment values.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,8 @@
 //! conversation over ([`tool::ToolOutput::Handoff`]); the session then switches instructions
 //! and tools mid-conversation.
 
+pub mod builtin;
+pub mod configured;
 pub mod context;
 pub mod mcp;
 pub mod schema;
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::session::SessionHandle;
+pub use builtin::{builtin_tool, builtin_tool_names, BuiltinTool};
+pub use configured::{ConfiguredAgent, ConfiguredAgentError};
 pub use context::{
     ChatContent, ChatContext, ChatItem, ChatMessage, ChatRole, ContextError, CopyOptions,
     FunctionCall, FunctionCallOutput, ImageContent, IntoContent,

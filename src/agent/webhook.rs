@@ -168,15 +168,24 @@ impl std::fmt::Debug for WebhookTool {
     }
 }
 
-impl WebhookTool {
-    /// Checks the config and builds the tool on `client` (normally [`shared_http_client`]), so
-    /// config mistakes surface at start-up rather than when the LLM first calls it.
-    pub fn new(
-        config: &WebhookConfig,
-        client: reqwest::Client,
-    ) -> Result<WebhookTool, WebhookError> {
-        let name = config.name.clone();
-        let url = reqwest::Url::parse(&config.url).map_err(|e| WebhookError::InvalidUrl {
+/// A webhook config, checked and turned into what a request needs.
+struct Prepared {
+    url: reqwest::Url,
+    method: reqwest::Method,
+    headers: HeaderMap,
+    timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// Checks the URL, the parameters schema, the timeout and the headers without building an
+    /// HTTP client, so `hark check` and config loading catch mistakes before a session starts.
+    pub fn validate(&self) -> Result<(), WebhookError> {
+        self.prepare().map(drop)
+    }
+
+    fn prepare(&self) -> Result<Prepared, WebhookError> {
+        let name = self.name.clone();
+        let url = reqwest::Url::parse(&self.url).map_err(|e| WebhookError::InvalidUrl {
             name: name.clone(),
             reason: e.to_string(),
         })?;
@@ -186,18 +195,18 @@ impl WebhookTool {
                 reason: format!("scheme {:?} is not http(s)", url.scheme()),
             });
         }
-        if !config.parameters.is_object() {
+        if !self.parameters.is_object() {
             return Err(WebhookError::InvalidParameters { name });
         }
-        let timeout = Duration::try_from_secs_f64(config.timeout_s)
+        let timeout = Duration::try_from_secs_f64(self.timeout_s)
             .ok()
             .filter(|d| !d.is_zero())
             .ok_or(WebhookError::InvalidTimeout {
                 name: name.clone(),
-                value: config.timeout_s,
+                value: self.timeout_s,
             })?;
         let mut headers = HeaderMap::new();
-        for (header, value) in &config.headers {
+        for (header, value) in &self.headers {
             let invalid = || WebhookError::InvalidHeader {
                 name: name.clone(),
                 header: header.clone(),
@@ -207,14 +216,36 @@ impl WebhookTool {
             v.set_sensitive(true);
             headers.insert(n, v);
         }
-        let method = match config.method {
+        let method = match self.method {
             WebhookMethod::Post => reqwest::Method::POST,
             WebhookMethod::Put => reqwest::Method::PUT,
             WebhookMethod::Patch => reqwest::Method::PATCH,
         };
+        Ok(Prepared {
+            url,
+            method,
+            headers,
+            timeout,
+        })
+    }
+}
+
+impl WebhookTool {
+    /// Checks the config and builds the tool on `client` (normally [`shared_http_client`]), so
+    /// config mistakes surface at start-up rather than when the LLM first calls it.
+    pub fn new(
+        config: &WebhookConfig,
+        client: reqwest::Client,
+    ) -> Result<WebhookTool, WebhookError> {
+        let Prepared {
+            url,
+            method,
+            headers,
+            timeout,
+        } = config.prepare()?;
         Ok(WebhookTool {
             spec: ToolSpec {
-                name,
+                name: config.name.clone(),
                 description: config.description.clone(),
                 parameters: config.parameters.clone(),
             },

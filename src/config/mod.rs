@@ -5,12 +5,15 @@
 //! key, and says what was expected. `${VAR}` in any string value is replaced from the environment
 //! so API keys stay out of the file.
 
+pub mod agent;
 mod env;
+mod lines;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, WakeUpConfig};
 pub use env::expand_env;
 
 use crate::listen::engine::EngineChoice;
@@ -30,6 +33,9 @@ pub struct Config {
     /// The on-device listening front end.
     #[serde(default)]
     pub listen: ListenConfig,
+    /// A conversational agent defined here rather than in Rust; none: no agent is configured.
+    #[serde(default)]
+    pub agent: Option<AgentConfig>,
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -37,10 +43,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
     /// A directory searched before the defaults (`$HARK_MODELS`, `/usr/share/hark/models`, `./models`).
-    #[serde(default, deserialize_with = "env::opt_path")]
+    #[serde(default)]
     pub dir: Option<PathBuf>,
     /// Path to `libonnxruntime.so`; by default it is looked for next to the models.
-    #[serde(default, deserialize_with = "env::opt_path")]
+    #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
 }
 
@@ -212,7 +218,8 @@ pub enum ConfigError {
         /// What was wrong and what was expected.
         message: String,
     },
-    /// A value parsed but is out of range.
+    /// A value parsed but is out of range, and the key is not in the file (a default that
+    /// conflicts with a given value); otherwise such errors are [`ConfigError::Invalid`].
     #[error("{path}: {key}: {message}")]
     Value {
         /// The config file.
@@ -249,7 +256,7 @@ impl Config {
 
     /// Parses config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::new(text);
+        let de = env::Expand(toml::Deserializer::new(text));
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
@@ -266,15 +273,24 @@ impl Config {
                 message: inner.message().trim().to_string(),
             }
         })?;
-        config.validate(path)?;
+        config.validate(path, text)?;
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Value {
-            path: path.to_path_buf(),
-            key: key.into(),
-            message,
+    /// Checks what serde cannot; errors point at the key's line when the file sets it.
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| match lines::line_of(text, key) {
+            Some(line) => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                key: key.into(),
+                message,
+            },
+            None => ConfigError::Value {
+                path: path.to_path_buf(),
+                key: key.into(),
+                message,
+            },
         };
         let unit = |key: &str, v: f32| {
             if (0.0..=1.0).contains(&v) {
@@ -329,6 +345,11 @@ impl Config {
                 "listen.turn.threads",
                 format!("expected 1 to 16 threads, got {}", self.listen.turn.threads),
             ));
+        }
+        if let Some(agent) = &self.agent {
+            agent
+                .validate()
+                .map_err(|i| bad(&format!("agent.{}", i.key), i.message))?;
         }
         Ok(())
     }
@@ -407,13 +428,23 @@ mod tests {
             .to_string();
         assert_eq!(
             msg,
-            "hark.toml: listen.vad.threshold: expected a probability between 0 and 1, got 1.5"
+            "hark.toml:2: listen.vad.threshold: expected a probability between 0 and 1, got 1.5"
         );
         let msg = parse("[listen.vad]\nstart_threshold = 0.2\nend_threshold = 0.3\n")
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains("listen.vad.end_threshold: expected at most start_threshold"),
+            msg.starts_with(
+                "hark.toml:3: listen.vad.end_threshold: expected at most start_threshold"
+            ),
+            "{msg}"
+        );
+        // A default that conflicts with a given value has no line of its own.
+        let msg = parse("[listen.vad]\nstart_threshold = 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("hark.toml: listen.vad.end_threshold: expected at most"),
             "{msg}"
         );
     }
@@ -440,11 +471,69 @@ mod tests {
 
 #[cfg(test)]
 mod example {
+    use std::path::Path;
+
+    use crate::agent::mcp::McpServerConfig;
+    use crate::agent::webhook::WebhookMethod;
+    use crate::session::SessionOptions;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml");
+
     #[test]
     fn the_shipped_example_config_is_valid_and_states_the_defaults() {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml"));
-        let c = super::Config::load(path).unwrap();
+        let c = super::Config::load(Path::new(EXAMPLE)).unwrap();
         let d = super::Config::default();
         assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
+        assert!(c.agent.is_none(), "the agent example is commented out");
+    }
+
+    /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the
+    /// `#` removed it must be valid, cover every key, and show the defaults.
+    #[test]
+    fn the_shipped_agent_example_is_valid_and_states_the_defaults() {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if !rest.is_empty() && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for var in ["HOTEL_API_TOKEN", "TOOLS_TOKEN", "WEATHER_API_KEY"] {
+            std::env::set_var(var, "example-value");
+        }
+        let c = super::Config::parse(&uncommented, Path::new("hark.toml")).unwrap();
+        let agent = c.agent.expect("the uncommented example has an agent");
+        let (o, d) = (agent.session_options(), SessionOptions::default());
+        assert_eq!((o.eou, o.interrupt), (d.eou, d.interrupt));
+        assert_eq!(
+            (o.max_tool_depth, o.tool_timeout),
+            (d.max_tool_depth, d.tool_timeout)
+        );
+        assert_eq!(o.wake_up.unwrap().max_prompts, 1);
+        assert_eq!(
+            agent.tool_names(),
+            ["end_call", "transfer_call", "send_dtmf", "book_room"]
+        );
+        let hook = &agent.webhooks[0];
+        assert_eq!((hook.timeout_s, hook.method), (10.0, WebhookMethod::Post));
+        let [McpServerConfig::Http(http), McpServerConfig::Stdio(stdio)] = &agent.mcp_servers[..]
+        else {
+            panic!(
+                "expected an HTTP and a stdio server: {:?}",
+                agent.mcp_servers
+            );
+        };
+        assert_eq!(
+            (
+                http.connect_timeout_s,
+                http.read_timeout_s,
+                http.session_timeout_s
+            ),
+            (10.0, 300.0, 5.0)
+        );
+        assert_eq!(stdio.session_timeout_s, 5.0);
+        assert!(stdio.cwd.is_some() && !stdio.env.is_empty());
     }
 }
