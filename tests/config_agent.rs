@@ -165,6 +165,44 @@ fn modes_read_in_lowercase_and_in_the_spec_spelling() {
     assert_eq!((w.max_prompts, w.prompt, w.goodbye), (1, None, None));
 }
 
+#[test]
+fn voicemail_preemption_and_thinking_audio_reach_the_session() {
+    let c = parse(
+        "[agent]\ninstructions = \"x\"\npreemptive_generation = true\n\
+         [agent.voicemail]\nlisten = 3.5\naction = \"leave_message\"\nmessage = \"Call back.\"\n\
+         [agent.thinking_audio]\nfile = \"models/speech/clone-test.wav\"\nvolume = 0.2\n",
+    )
+    .unwrap();
+    let agent = c.agent.unwrap();
+    let o = agent.session_options();
+    assert!(o.preemptive_generation);
+    let vm = o.voicemail.unwrap();
+    assert_eq!(vm.listen, Duration::from_millis(3_500));
+    assert_eq!(
+        vm.action,
+        hark::telephony::voicemail::VoicemailAction::LeaveMessage("Call back.".into())
+    );
+    let thinking = agent.thinking_audio.unwrap().load(16_000).unwrap();
+    assert_eq!((thinking.clip.rate(), thinking.volume), (16_000, 0.2));
+    assert!(!thinking.clip.samples().is_empty());
+}
+
+#[test]
+fn a_voicemail_message_goes_with_leave_message_only() {
+    let msg =
+        error("[agent]\ninstructions = \"x\"\n[agent.voicemail]\naction = \"leave_message\"\n");
+    assert!(
+        msg.starts_with("hark.toml:4: agent.voicemail.action: \"leave_message\" needs"),
+        "{msg}"
+    );
+    assert!(msg.contains("leave_message"), "{msg}");
+    let msg = error("[agent]\ninstructions = \"x\"\n[agent.voicemail]\naction = \"ring\"\n");
+    assert!(
+        msg.starts_with("hark.toml:4: agent.voicemail.action"),
+        "{msg}"
+    );
+}
+
 // ---- mistakes, each on its line -------------------------------------------------------
 
 #[test]

@@ -13,6 +13,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -20,7 +21,11 @@ use serde::{Deserialize, Deserializer};
 use crate::agent::builtin::BuiltinTool;
 use crate::agent::mcp::{McpError, McpServerConfig};
 use crate::agent::webhook::{WebhookConfig, WebhookError};
-use crate::session::{EouConfig, EouMode, InterruptConfig, InterruptMode, SessionOptions, WakeUp};
+use crate::audio::mixer::{Clip, ClipError, DEFAULT_THINKING_VOLUME};
+use crate::session::{
+    EouConfig, EouMode, InterruptConfig, InterruptMode, SessionOptions, ThinkingAudio, WakeUp,
+};
+use crate::telephony::voicemail::{self, VoicemailAction, VoicemailOptions};
 
 /// `[agent]`: who the agent is, what it may do, and how the conversation is timed.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +60,16 @@ pub struct AgentConfig {
     /// `[agent.wake_up]`: what to do when nobody speaks; none: wait forever.
     #[serde(default)]
     pub wake_up: Option<WakeUpConfig>,
+    /// Start the LLM on the STT's early transcript and speak once the final one confirms it
+    /// (needs an STT that sends preflight transcripts).
+    #[serde(default)]
+    pub preemptive_generation: bool,
+    /// `[agent.voicemail]`: detect answering machines at the start of a call; none: off.
+    #[serde(default)]
+    pub voicemail: Option<VoicemailConfig>,
+    /// `[agent.thinking_audio]`: a sound looped while the LLM works; none: silence.
+    #[serde(default)]
+    pub thinking_audio: Option<ThinkingAudioConfig>,
     /// `[[agent.webhooks]]`: HTTP endpoints the LLM may call.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -164,6 +179,87 @@ impl WakeUpConfig {
     }
 }
 
+/// `[agent.voicemail]`: the LLM classifies the callee's first words.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoicemailConfig {
+    /// Seconds of the callee's speech collected before asking.
+    #[serde(default = "VoicemailConfig::default_listen")]
+    pub listen: f64,
+    /// The classifier's yes/no question; none: the built-in one.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// `"hang_up"`, `"leave_message"` (says `message` after the greeting, then hangs up) or
+    /// `"report"` (an event only).
+    #[serde(default)]
+    pub action: VoicemailActionName,
+    /// The message left with `action = "leave_message"`.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The voicemail actions as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoicemailActionName {
+    /// Hang up at once.
+    #[default]
+    HangUp,
+    /// Leave `message`, then hang up.
+    LeaveMessage,
+    /// Only report it.
+    Report,
+}
+
+impl VoicemailConfig {
+    fn default_listen() -> f64 {
+        voicemail::DEFAULT_LISTEN.as_secs_f64()
+    }
+
+    /// The session's voicemail options.
+    pub fn to_options(&self) -> VoicemailOptions {
+        VoicemailOptions {
+            listen: Duration::from_secs_f64(self.listen),
+            prompt: self
+                .prompt
+                .clone()
+                .unwrap_or_else(|| voicemail::DEFAULT_PROMPT.to_string()),
+            action: match self.action {
+                VoicemailActionName::HangUp => VoicemailAction::HangUp,
+                VoicemailActionName::LeaveMessage => {
+                    VoicemailAction::LeaveMessage(self.message.clone().unwrap_or_default())
+                }
+                VoicemailActionName::Report => VoicemailAction::Report,
+            },
+        }
+    }
+}
+
+/// `[agent.thinking_audio]`: a WAV file looped under silence while the agent thinks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThinkingAudioConfig {
+    /// The WAV file (any rate; resampled once when loaded).
+    pub file: PathBuf,
+    /// Its gain (the reference's 0.3).
+    #[serde(default = "ThinkingAudioConfig::default_volume")]
+    pub volume: f32,
+}
+
+impl ThinkingAudioConfig {
+    fn default_volume() -> f32 {
+        DEFAULT_THINKING_VOLUME
+    }
+
+    /// Loads the sound for a session whose output runs at `rate`.
+    pub fn load(&self, rate: u32) -> Result<ThinkingAudio, ClipError> {
+        Ok(ThinkingAudio {
+            clip: Clip::load(&self.file, rate)?,
+            volume: self.volume,
+        })
+    }
+}
+
 /// A rule an `[agent]` section breaks, found after it was read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("agent.{key}: {message}")]
@@ -204,12 +300,16 @@ impl AgentConfig {
             eou: AgentEouConfig::default(),
             interrupt: AgentInterruptConfig::default(),
             wake_up: None,
+            preemptive_generation: false,
+            voicemail: None,
+            thinking_audio: None,
             webhooks: Vec::new(),
             mcp_servers: Vec::new(),
         }
     }
 
-    /// The session's options: this section's timing, the output format's defaults.
+    /// The session's options: this section's timing, the output format's defaults. The
+    /// thinking sound is a file, loaded by [`ThinkingAudioConfig::load`] for the output rate.
     pub fn session_options(&self) -> SessionOptions {
         SessionOptions {
             eou: self.eou.to_eou(),
@@ -223,6 +323,8 @@ impl AgentConfig {
             max_tool_depth: self.max_tool_depth,
             tool_timeout: Duration::from_secs_f64(self.tool_timeout),
             max_context_items: self.max_context_items,
+            preemptive_generation: self.preemptive_generation,
+            voicemail: self.voicemail.as_ref().map(VoicemailConfig::to_options),
             ..SessionOptions::default()
         }
     }
@@ -284,6 +386,37 @@ impl AgentConfig {
                     "wake_up.max_prompts",
                     "expected at least 1 (leave out `prompt` to end the session at the first \
                      silence)",
+                ));
+            }
+        }
+        if let Some(v) = &self.voicemail {
+            positive_seconds("voicemail.listen", v.listen)?;
+            if matches!(&v.prompt, Some(p) if p.trim().is_empty()) {
+                return Err(issue(
+                    "voicemail.prompt",
+                    "must not be empty (leave the key out for the built-in question)",
+                ));
+            }
+            let has_message = v.message.as_ref().is_some_and(|m| !m.trim().is_empty());
+            let leaves = v.action == VoicemailActionName::LeaveMessage;
+            if leaves && !has_message {
+                return Err(issue(
+                    "voicemail.action",
+                    "\"leave_message\" needs a non-empty `message` to leave",
+                ));
+            }
+            if !leaves && v.message.is_some() {
+                return Err(issue(
+                    "voicemail.message",
+                    "only used with action = \"leave_message\"",
+                ));
+            }
+        }
+        if let Some(t) = &self.thinking_audio {
+            if !(t.volume.is_finite() && t.volume >= 0.0) {
+                return Err(issue(
+                    "thinking_audio.volume",
+                    "expected a gain of 0 or more",
                 ));
             }
         }

@@ -512,6 +512,15 @@ mod example {
             (d.max_tool_depth, d.tool_timeout)
         );
         assert_eq!(o.wake_up.unwrap().max_prompts, 1);
+        assert!(!o.preemptive_generation);
+        let vm = o.voicemail.expect("the example detects voicemail");
+        assert_eq!(vm.listen, std::time::Duration::from_secs(2));
+        assert_eq!(vm.prompt, crate::telephony::voicemail::DEFAULT_PROMPT);
+        assert!(matches!(
+            vm.action,
+            crate::telephony::voicemail::VoicemailAction::LeaveMessage(_)
+        ));
+        assert_eq!(agent.thinking_audio.as_ref().unwrap().volume, 0.3);
         assert_eq!(
             agent.tool_names(),
             ["end_call", "transfer_call", "send_dtmf", "book_room"]
