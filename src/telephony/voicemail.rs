@@ -58,13 +58,20 @@ impl Default for VoicemailOptions {
 }
 
 /// Asks `llm` whether `transcript` is a voicemail greeting. An empty transcript is not.
-pub async fn classify(llm: &dyn Llm, prompt: &str, transcript: &str) -> Result<bool, ProviderError> {
+pub async fn classify(
+    llm: &dyn Llm,
+    prompt: &str,
+    transcript: &str,
+) -> Result<bool, ProviderError> {
     if transcript.trim().is_empty() {
         return Ok(false);
     }
     let mut context = ChatContext::new();
     context.add_message(ChatRole::System, prompt.to_string());
-    context.add_message(ChatRole::User, format!("Text to classify: {}", transcript.trim()));
+    context.add_message(
+        ChatRole::User,
+        format!("Text to classify: {}", transcript.trim()),
+    );
     let mut stream = llm
         .chat(LlmRequest {
             context,

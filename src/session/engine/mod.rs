@@ -24,11 +24,11 @@ use crate::agent::context::{ChatContext, ChatMessage, ChatRole, CopyOptions};
 use crate::agent::{Agent, Tool, ToolContext, ToolError, ToolOutput};
 use crate::audio::mixer::{BackgroundOptions, Clip, MixError, Mixer};
 use crate::audio::resample::Resampler;
-use crate::telephony::voicemail::{self, VoicemailAction};
 use crate::providers::{
     AudioStream, Llm, LlmEvent, LlmRequest, LlmStream, ProviderError, SttEvent, SttInput,
     ToolCallRequest, Tts,
 };
+use crate::telephony::voicemail::{self, VoicemailAction};
 
 /// How long `close` waits for the agent's `on_exit`.
 const ON_EXIT_LIMIT: Duration = Duration::from_secs(5);
@@ -1431,10 +1431,10 @@ impl Engine {
         self.turn.first_sample_played.get_or_insert(self.now_s());
         self.set_agent_state(AgentState::Speaking);
         self.set_user_state(UserState::Listening);
-        if self.user_speaking && self.opts.interrupt.mode.uses_vad() && self.vad_monitor.is_none()
-        {
+        if self.user_speaking && self.opts.interrupt.mode.uses_vad() && self.vad_monitor.is_none() {
             self.vad_monitor = Some(
-                Instant::now() + Duration::from_secs_f64(self.opts.interrupt.interrupt_min_duration),
+                Instant::now()
+                    + Duration::from_secs_f64(self.opts.interrupt.interrupt_min_duration),
             );
         }
     }
