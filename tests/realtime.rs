@@ -425,6 +425,45 @@ async fn a_non_interruptible_say_is_spoken_by_the_model_verbatim_and_not_cut() {
     assert_eq!(history[0]["content"][0], line);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_answer_the_model_starts_during_a_non_interruptible_say_plays_after_it() {
+    let (mut h, mut model) = realtime_harness(
+        agent("x"),
+        Beside::default(),
+        SessionOptions::default(),
+        None,
+    )
+    .await;
+    let line = "Please hold the line.";
+    let handle = h.session.say(line, false).await.unwrap();
+    model.next_command().await;
+    model.speak("say_item", 1.0).await;
+    model.says(line).await;
+    model.send(RealtimeEvent::ResponseDone).await;
+    h.agent_state(AgentState::Speaking).await;
+    // The user asks something over it; the model's turn detection answers on its own.
+    model.send(RealtimeEvent::UserSpeechStarted).await;
+    model.send(user_said("how long")).await;
+    model.send(RealtimeEvent::UserSpeechEnded).await;
+    model.speak("answer_item", 0.5).await;
+    model.says("About a minute.").await;
+    model.send(RealtimeEvent::ResponseDone).await;
+    handle.wait().await;
+    assert!(!handle.interrupted());
+    assert!(
+        (h.sink.voiced_seconds() - 1.5).abs() < 0.001,
+        "the line, then the answer: {} s",
+        h.sink.voiced_seconds()
+    );
+    let history = h.session.history(false, false).await.unwrap();
+    let texts: Vec<&str> = history
+        .iter()
+        .map(|i| i["content"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, [line, "how long", "About a minute."]);
+    assert!(model.sent().is_empty());
+}
+
 // ---- hybrid modes ----------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

@@ -315,7 +315,13 @@ impl Engine {
             }
             return;
         }
-        if rt.active.is_none() {
+        if rt.active.is_some() && self.reply.is_none() && ev == RealtimeEvent::ResponseDone {
+            // The end of a response whose reply has already played out.
+            rt.active = None;
+            rt.reset_resampler();
+            return;
+        }
+        if rt.active.is_none() || self.reply.is_none() {
             self.rt_response_started();
         }
         match ev {
@@ -340,14 +346,19 @@ impl Engine {
         }
     }
 
-    /// The first event of a response: whose it is, and a reply for it if none is out.
+    /// The first event of a response: whose it is, and a reply for it if none is out. Also
+    /// when a response outlives the reply it joined (that one played out first): it then
+    /// becomes a reply of its own.
     fn rt_response_started(&mut self) {
         self.turn.llm_first_token.get_or_insert(self.now_s());
         let Some(rt) = self.rt.as_mut() else { return };
-        let mut owner = match rt.pending.pop_front() {
+        let mut owner = match rt.active.take() {
             Some(o) => o,
-            None if self.reply.is_some() => Owner::Loose,
-            None => Owner::Reply,
+            None => match rt.pending.pop_front() {
+                Some(o) => o,
+                None if self.reply.is_some() => Owner::Loose,
+                None => Owner::Reply,
+            },
         };
         if self.reply.is_none() {
             // The model answers on its own (or a say from a tool outlived its reply: then the
