@@ -475,6 +475,7 @@ async fn mixing_session(
             tts: Some(Arc::new(ScriptedTts::default())),
             turn_detector: false,
             vad: true,
+            ..Providers::default()
         },
         options,
         Box::new(levels.clone()),

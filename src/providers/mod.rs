@@ -3,6 +3,9 @@
 //! Streams are tokio channels: a provider task sends, the session receives, and dropping the
 //! receiver cancels (an interrupted reply stops its LLM and TTS that way). Implementations for
 //! real services live in submodules added by the provider work; tests script these traits.
+//! Speech-to-speech models have their own trait, [`Realtime`] (in [`realtime`]).
+
+pub mod realtime;
 
 use std::time::Duration;
 
@@ -11,6 +14,10 @@ use tokio::sync::mpsc;
 
 use crate::agent::context::ChatContext;
 use crate::agent::ToolSpec;
+pub use realtime::{
+    Realtime, RealtimeCommand, RealtimeEvent, RealtimeInput, RealtimeModality, RealtimeSession,
+    RealtimeSetup,
+};
 
 /// Why a provider call failed. Messages never contain keys or secrets.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

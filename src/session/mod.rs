@@ -1,8 +1,9 @@
 //! Sessions: one conversation between a user and the active agent, from start to close.
 //!
-//! [`AgentSession::start`] wires an [`Agent`] to providers (STT, LLM, TTS, through the traits in
-//! [`crate::providers`]), to what the listening front end reports ([`SessionInput`]), and to an
-//! [`AudioSink`] for the reply audio. The conversation then runs in one task (see `engine`):
+//! [`AgentSession::start`] wires an [`Agent`] to providers (STT, LLM, TTS, or a speech-to-speech
+//! model, through the traits in [`crate::providers`]), to what the listening front end reports
+//! ([`SessionInput`]), and to an [`AudioSink`] for the reply audio. Which providers are present
+//! decides the pipeline mode ([`PipelineConfig::detect`]). The conversation then runs in one task (see `engine`):
 //! end-of-utterance waits, barge-in, tool calls and the wake-up timer follow the spec's
 //! `AgentSession` and cascading pipeline. Everything observable is published as
 //! [`SessionEvent`]s.
@@ -24,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::agent::{Agent, ToolContext};
 use crate::audio::mixer::{BackgroundOptions, Clip, MixError};
-use crate::providers::{Llm, ProviderError, Stt, SttInput, Tts};
+use crate::providers::{Llm, ProviderError, Realtime, Stt, SttInput, Tts};
 use crate::telephony::voicemail::VoicemailOptions;
 use crate::transport::CallError;
 pub use engine::UserInput;
@@ -84,6 +85,12 @@ pub struct SessionOptions {
     pub thinking_audio: Option<ThinkingAudio>,
     /// Text rewriting and turn callbacks.
     pub hooks: HookSet,
+    /// Forces the realtime sub-mode when a speech-to-speech model is given (the spec's
+    /// `RealtimeConfig.mode`, trusted as is); `None` detects it from the other providers.
+    pub realtime_mode: Option<RealtimeMode>,
+    /// Sample rate of the audio given to [`SessionInput::push_audio`] when a speech-to-speech
+    /// model hears the user (it is resampled to the model's rate); the front end's 16 kHz.
+    pub input_rate: u32,
 }
 
 /// A thinking sound and its gain (the reference's `set_thinking_audio`, volume 0.3).
@@ -110,6 +117,8 @@ impl Default for SessionOptions {
             voicemail: None,
             thinking_audio: None,
             hooks: HookSet::default(),
+            realtime_mode: None,
+            input_rate: 16_000,
         }
     }
 }
@@ -128,6 +137,10 @@ pub struct Providers {
     pub turn_detector: bool,
     /// Whether the front end runs VAD.
     pub vad: bool,
+    /// A speech-to-speech model (OpenAI Realtime, Gemini Live). It replaces the LLM (which, if
+    /// also given, only serves the voicemail classifier) and, unless STT or TTS are given too,
+    /// hears and speaks itself (see [`RealtimeMode`]).
+    pub realtime: Option<Arc<dyn Realtime>>,
 }
 
 /// Why a session could not start or answer.
@@ -139,6 +152,9 @@ pub enum SessionError {
     /// Speech-to-text could not be opened.
     #[error("speech-to-text: {0}")]
     Stt(ProviderError),
+    /// The speech-to-speech model could not be connected.
+    #[error("realtime model: {0}")]
+    Realtime(ProviderError),
     /// The session is closed.
     #[error("the session is closed")]
     Closed,
@@ -304,13 +320,23 @@ impl SessionHandle {
 #[derive(Clone)]
 pub struct SessionInput {
     stt: Arc<Mutex<Option<Box<dyn SttInput>>>>,
+    /// Set when a speech-to-speech model hears the user: the audio goes there instead.
+    model: Option<engine::realtime::SharedFeed>,
     user: mpsc::UnboundedSender<UserInput>,
 }
 
 impl SessionInput {
-    /// Audio for speech-to-text (mono, at the STT's rate). Never blocks on the network: the
-    /// STT stream queues or drops. The lock is held only for the copy.
+    /// The user's audio (mono): for a speech-to-speech model that hears the user, at
+    /// [`SessionOptions::input_rate`] (resampled here to the model's rate); otherwise for
+    /// speech-to-text, at the STT's rate. Never blocks on the network: the stream queues or
+    /// drops. The lock is held only for the copy.
     pub fn push_audio(&self, samples: &[f32]) {
+        if let Some(model) = &self.model {
+            if let Some(feed) = model.lock().expect("realtime input").as_mut() {
+                feed.push(samples);
+            }
+            return;
+        }
         if let Some(stt) = self.stt.lock().expect("stt input").as_mut() {
             stt.push_audio(samples);
         }
@@ -337,8 +363,9 @@ impl std::ops::Deref for AgentSession {
 }
 
 impl AgentSession {
-    /// Starts a session: opens speech-to-text, runs the agent's `on_enter`, and returns once it
-    /// has (the agent state then goes from `starting` to `idle`).
+    /// Starts a session: opens speech-to-text, connects the speech-to-speech model (with the
+    /// agent's instructions and tools), runs the agent's `on_enter`, and returns once it has
+    /// (the agent state then goes from `starting` to `idle`).
     pub async fn start(
         agent: Arc<dyn Agent>,
         providers: Providers,
@@ -363,6 +390,39 @@ impl AgentSession {
             *stt_input.lock().expect("stt input") = Some(s.input);
             stt_rx = Some(s.events);
         }
+        let pipeline = PipelineConfig::detect(
+            Components {
+                stt: providers.stt.is_some(),
+                llm: providers.llm.is_some(),
+                tts: providers.tts.is_some(),
+                vad: providers.vad,
+                turn_detector: providers.turn_detector,
+                realtime: providers.realtime.is_some(),
+            },
+            options.realtime_mode,
+        );
+        tracing::info!(
+            mode = ?pipeline.pipeline_mode,
+            realtime = ?pipeline.realtime_mode,
+            "session pipeline"
+        );
+        let mut options = options;
+        let (mut realtime, mut model_feed) = (None, None);
+        if let (Some(model), Some(mode)) = (&providers.realtime, pipeline.realtime_mode) {
+            let (link, feed) = engine::realtime::connect(
+                model.as_ref(),
+                mode,
+                agent.as_ref(),
+                options.input_rate,
+                options.output_rate,
+                providers.vad,
+            )
+            .await
+            .map_err(SessionError::Realtime)?;
+            (realtime, model_feed) = (Some(link), feed);
+            // Held preemptive speech is a cascade (LLM + TTS) technique.
+            options.preemptive_generation = false;
+        }
         let handle = SessionHandle {
             cmd: cmd_tx,
             events: events.clone(),
@@ -384,12 +444,14 @@ impl AgentSession {
             sink,
             mixer,
             started: started_tx,
+            realtime,
         });
         let _ = started_rx.await;
         Ok(AgentSession {
             handle,
             input: SessionInput {
                 stt: stt_input,
+                model: model_feed,
                 user: user_tx,
             },
             task,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hark::agent::{Agent, Tool, ToolContext};
 use hark::providers::{
-    AudioStream, Llm, LlmEvent, LlmRequest, LlmStream, ProviderError, Stt, SttEvent, SttInput,
+    AudioStream, Llm, LlmEvent, LlmRequest, LlmStream, ProviderError, Realtime, RealtimeCommand,
+    RealtimeEvent, RealtimeInput, RealtimeSession, RealtimeSetup, Stt, SttEvent, SttInput,
     SttSession, ToolCallRequest, Tts,
 };
 use hark::session::{
@@ -227,6 +228,7 @@ pub async fn harness(
         tts: Some(Arc::new(tts)),
         turn_detector: true,
         vad: true,
+        realtime: None,
     };
     let session = AgentSession::start(
         agent,
@@ -375,4 +377,217 @@ impl Harness {
             }
         }
     }
+}
+
+// ---- realtime ------------------------------------------------------------------------------
+
+/// The audio a scripted model heard, in a buffer reserved up front (30 s at 48 kHz) so
+/// recording never allocates on the session's input path; beyond it only the count grows.
+#[derive(Clone)]
+pub struct Heard(pub Arc<Mutex<(usize, Vec<f32>)>>);
+
+impl Default for Heard {
+    fn default() -> Self {
+        Heard(Arc::new(Mutex::new((0, Vec::with_capacity(48_000 * 30)))))
+    }
+}
+
+impl Heard {
+    /// Samples received.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().0
+    }
+    /// The samples kept (the first 30 s at most).
+    pub fn samples(&self) -> Vec<f32> {
+        self.0.lock().unwrap().1.clone()
+    }
+}
+
+struct HeardInput(Heard);
+impl RealtimeInput for HeardInput {
+    fn push_audio(&mut self, samples: &[f32]) {
+        let mut h = (self.0).0.lock().unwrap();
+        h.0 += samples.len();
+        let room = h.1.capacity() - h.1.len();
+        h.1.extend_from_slice(&samples[..samples.len().min(room)]);
+    }
+}
+
+/// A speech-to-speech model the test speaks for: whatever the test sends on
+/// [`ModelScript::events`] the session receives from the model, and every command the session
+/// sends arrives on [`ModelScript::commands`]. One connection.
+pub struct ScriptedRealtime {
+    pub input_rate: u32,
+    pub output_rate: u32,
+    setups: Arc<Mutex<Vec<RealtimeSetup>>>,
+    heard: Heard,
+    link: Mutex<
+        Option<(
+            mpsc::UnboundedSender<RealtimeCommand>,
+            mpsc::Receiver<RealtimeEvent>,
+        )>,
+    >,
+}
+
+/// The test's side of a [`ScriptedRealtime`].
+pub struct ModelScript {
+    pub commands: mpsc::UnboundedReceiver<RealtimeCommand>,
+    pub events: mpsc::Sender<RealtimeEvent>,
+    pub heard: Heard,
+    pub setups: Arc<Mutex<Vec<RealtimeSetup>>>,
+    pub output_rate: u32,
+}
+
+impl ScriptedRealtime {
+    pub fn new(input_rate: u32, output_rate: u32) -> (Arc<Self>, ModelScript) {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(256);
+        let setups = Arc::default();
+        let heard = Heard::default();
+        let model = Arc::new(Self {
+            input_rate,
+            output_rate,
+            setups: Arc::clone(&setups),
+            heard: heard.clone(),
+            link: Mutex::new(Some((cmd_tx, ev_rx))),
+        });
+        let script = ModelScript {
+            commands: cmd_rx,
+            events: ev_tx,
+            heard,
+            setups,
+            output_rate,
+        };
+        (model, script)
+    }
+}
+
+#[async_trait]
+impl Realtime for ScriptedRealtime {
+    fn label(&self) -> &str {
+        "scripted-realtime"
+    }
+    fn input_rate(&self) -> u32 {
+        self.input_rate
+    }
+    fn output_rate(&self) -> u32 {
+        self.output_rate
+    }
+    async fn connect(&self, setup: RealtimeSetup) -> Result<RealtimeSession, ProviderError> {
+        self.setups.lock().unwrap().push(setup);
+        let (commands, events) = self.link.lock().unwrap().take().expect("one connection");
+        Ok(RealtimeSession {
+            input: Box::new(HeardInput(self.heard.clone())),
+            commands,
+            events,
+        })
+    }
+}
+
+impl ModelScript {
+    /// The model reports `ev`.
+    pub async fn send(&self, ev: RealtimeEvent) {
+        self.events.send(ev).await.expect("session listening");
+    }
+
+    /// `secs` of model speech (value 0.5) for `item`, in one chunk at the model's rate.
+    pub async fn speak(&self, item: &str, secs: f64) {
+        let n = (secs * f64::from(self.output_rate)).round() as usize;
+        self.send(RealtimeEvent::Audio {
+            item_id: item.into(),
+            samples: vec![0.5; n],
+        })
+        .await;
+    }
+
+    /// The model's final transcript of its own words.
+    pub async fn says(&self, text: &str) {
+        self.send(RealtimeEvent::Transcript {
+            role: hark::agent::ChatRole::Assistant,
+            text: text.into(),
+            is_final: true,
+        })
+        .await;
+    }
+
+    /// The next command the session sent (waiting for it).
+    pub async fn next_command(&mut self) -> RealtimeCommand {
+        tokio::time::timeout(Duration::from_secs(600), self.commands.recv())
+            .await
+            .expect("a command within 10 minutes of session time")
+            .expect("the session holds the connection")
+    }
+
+    /// The commands sent so far and not yet taken.
+    pub fn sent(&mut self) -> Vec<RealtimeCommand> {
+        let mut v = Vec::new();
+        while let Ok(c) = self.commands.try_recv() {
+            v.push(c);
+        }
+        v
+    }
+
+    /// The setup of the (only) connection.
+    pub fn setup(&self) -> RealtimeSetup {
+        self.setups.lock().unwrap()[0].clone()
+    }
+}
+
+/// Which providers a realtime session has besides the model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Beside {
+    /// A scripted STT (HYBRID_STT; with `tts` too, LLM_ONLY).
+    pub stt: bool,
+    /// The scripted TTS (HYBRID_TTS).
+    pub tts: bool,
+    /// The front end runs a VAD (and a turn detector, with `stt`).
+    pub vad: bool,
+}
+
+/// A session around a scripted realtime model (24 kHz in and out, like OpenAI's) and the
+/// providers in `beside`; without an STT, `Harness::stt` leads nowhere.
+pub async fn realtime_harness(
+    agent: Arc<dyn Agent>,
+    beside: Beside,
+    options: SessionOptions,
+    call: Option<Arc<dyn CallControl>>,
+) -> (Harness, ModelScript) {
+    let (model, script) = ScriptedRealtime::new(24_000, 24_000);
+    let (stt_tx, stt_rx) = mpsc::channel(64);
+    let stt: Option<Arc<dyn Stt>> = beside.stt.then(|| {
+        Arc::new(ScriptedStt {
+            events: Mutex::new(Some(stt_rx)),
+            flushes: Arc::default(),
+        }) as Arc<dyn Stt>
+    });
+    let tts = ScriptedTts::default();
+    let tts_texts = tts.texts.clone();
+    let sink = Sink::default();
+    let providers = Providers {
+        stt,
+        llm: None,
+        tts: beside.tts.then(|| Arc::new(tts) as Arc<dyn Tts>),
+        turn_detector: beside.stt && beside.vad,
+        vad: beside.vad,
+        realtime: Some(model),
+    };
+    let session = AgentSession::start(
+        agent,
+        providers,
+        options,
+        Box::new(sink.clone()),
+        ToolContext { call },
+    )
+    .await
+    .unwrap();
+    let events = session.subscribe();
+    let h = Harness {
+        session,
+        stt: stt_tx,
+        events,
+        sink,
+        tts_texts,
+        t0: Instant::now(),
+    };
+    (h, script)
 }

@@ -5,6 +5,8 @@
 //! locks, no shared state, every timing rule is a deadline in this task. Slow work (opening
 //! provider streams, running tools, agent hooks) runs in spawned tasks that report back.
 
+pub(super) mod realtime;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -212,6 +214,9 @@ pub(super) struct Engine {
     turn: TurnMetrics,
     turns: u64,
     ring: MetricsRing,
+
+    /// A speech-to-speech model in place of the LLM (see `realtime`).
+    rt: Option<realtime::ModelLink>,
 }
 
 /// Waits on an optional receiver; a missing one never yields.
@@ -246,6 +251,7 @@ pub(super) struct EngineParts {
     pub sink: Box<dyn AudioSink>,
     pub mixer: Mixer,
     pub started: oneshot::Sender<()>,
+    pub realtime: Option<realtime::ModelLink>,
 }
 
 impl Engine {
@@ -323,6 +329,7 @@ impl Engine {
             turn: TurnMetrics::default(),
             turns: 0,
             ring: MetricsRing::new(64),
+            rt: p.realtime,
             opts: p.opts,
         };
         tokio::spawn(engine.run(p.started))
@@ -368,6 +375,7 @@ impl Engine {
                         self.error("stt", "transcription stream ended".into());
                     }
                 },
+                ev = realtime::next_event(&mut self.rt) => self.on_realtime(ev),
                 ev = recv(&mut self.llm_rx) => self.on_llm(ev),
                 chunk = recv(&mut self.tts_rx) => self.on_tts(chunk),
                 _ = until(deadline) => self.on_deadlines(),
@@ -558,6 +566,9 @@ impl Engine {
             self.ctx.add_message(ChatRole::Assistant, text.clone());
         }
         self.emit(SessionEvent::AgentText { text: text.clone() });
+        if self.rt_speaks() {
+            return Ok(self.rt_say(handle, text));
+        }
         if self.tts.is_none() {
             handle.mark_done();
             return Ok(handle);
@@ -952,6 +963,7 @@ impl Engine {
     }
 
     fn drop_streams(&mut self) {
+        self.rt_drop_response();
         self.llm_rx = None;
         self.tts_rx = None;
         self.playout.clear();
@@ -1097,6 +1109,9 @@ impl Engine {
     }
 
     fn start_generation(&mut self, handle: UtteranceHandle) {
+        if self.rt.is_some() {
+            return self.rt_generate(handle);
+        }
         let Some(llm) = self.llm.clone() else {
             handle.mark_done();
             return;
@@ -1294,6 +1309,7 @@ impl Engine {
                 }
                 Err(e) => (e.to_string(), true),
             };
+            self.rt_tool_output(&call, &output, is_error);
             self.ctx
                 .add_function_output(call.name, output, call.call_id, is_error);
         }
@@ -1319,7 +1335,9 @@ impl Engine {
         }
         reply.depth += 1;
         let id = reply.id;
-        if let Some(llm) = self.llm.clone() {
+        if self.rt.is_some() {
+            self.rt_continue();
+        } else if let Some(llm) = self.llm.clone() {
             self.request_llm(llm, id);
         }
     }
@@ -1335,6 +1353,7 @@ impl Engine {
         let old = std::mem::replace(&mut self.agent, next);
         self.tools = self.agent.tools();
         self.ctx.set_instructions(self.agent.instructions());
+        self.rt_update_session();
         let handle = self.handle.clone();
         tokio::spawn(async move { old.on_exit(&handle).await });
         self.emit(SessionEvent::AgentSwitched);
@@ -1515,5 +1534,6 @@ impl Engine {
         }
         self.stt_rx = None;
         self.stt_input.lock().expect("stt input").take();
+        self.rt_close();
     }
 }
