@@ -530,6 +530,7 @@ impl CallControl for RecordingCall {
 fn on(call: &Arc<RecordingCall>) -> ToolContext {
     ToolContext {
         call: Some(call.clone() as Arc<dyn CallControl>),
+        ..ToolContext::default()
     }
 }
 

@@ -594,3 +594,104 @@ async fn exclusive_background_music_silences_the_thinking_sound() {
     assert!(frames.iter().all(|p| (p - 0.25).abs() < 1e-6), "{frames:?}");
     session.stop_background().await.unwrap();
 }
+
+// ---- speech while tools run, and turns that must wait --------------------------------------
+
+/// A slow lookup that tells the user to hold on first.
+struct Lookup {
+    spec: ToolSpec,
+    said: Arc<Mutex<Option<hark::session::UtteranceHandle>>>,
+}
+
+#[async_trait]
+impl Tool for Lookup {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+    async fn call(&self, _args: Value, cx: &ToolContext) -> Result<ToolOutput, ToolError> {
+        let session = cx
+            .session
+            .as_ref()
+            .expect("the session runs its tools with itself");
+        let h = session.say("One moment please.", true).await.unwrap();
+        *self.said.lock().unwrap() = Some(h);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok(ToolOutput::Text("Order 17 ships Monday.".into()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tool_saying_hold_on_joins_the_reply_which_then_gives_the_result() {
+    let said = Arc::new(Mutex::new(None));
+    let lookup: Arc<dyn Tool> = Arc::new(Lookup {
+        spec: ToolSpec {
+            name: "lookup".into(),
+            description: String::new(),
+            parameters: json!({"type": "object"}),
+        },
+        said: said.clone(),
+    });
+    let agent = Arc::new(Greeter {
+        instructions: "Track orders.".into(),
+        greeting: None,
+        tools: vec![lookup],
+    });
+    let llm = ScriptedLlm::new(vec![
+        vec![call("c1", "lookup", json!({}))],
+        vec![text("It ships Monday.")],
+    ]);
+    let mut h = harness(agent, llm.clone(), SessionOptions::default(), None).await;
+    h.user_says("where is my order", 0.9).await;
+    h.agent_state(AgentState::Speaking).await;
+    let spoke_at = h.elapsed_ms();
+    h.agent_state(AgentState::Idle).await;
+    // "One moment please." plays while the tool works; the answer follows in the same reply.
+    assert_eq!(
+        *h.tts_texts.lock().unwrap(),
+        vec!["One moment please.", "It ships Monday."]
+    );
+    assert!(
+        h.elapsed_ms() - spoke_at >= 3_000,
+        "the answer waited for the tool"
+    );
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 2, "the tool's result went back to the LLM");
+    let said = said.lock().unwrap().clone().unwrap();
+    assert!(said.is_done() && !said.interrupted());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_decided_during_a_non_interruptible_notice_is_answered_after_it() {
+    let llm = ScriptedLlm::new(vec![vec![text("Hello there.")]]);
+    let mut h = harness(
+        agent("Greet."),
+        llm.clone(),
+        SessionOptions::default(),
+        None,
+    )
+    .await;
+    h.user_says("hello", 0.2).await;
+    // The end-of-utterance wait (0.8 s) is running when a notice that may not be cut starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notice = h
+        .session
+        .say(
+            "This call may be recorded for quality and training purposes, thank you for waiting.",
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.until(turn_text).await, "hello");
+    assert!(llm.requests().is_empty(), "nothing answers over the notice");
+    notice.wait().await;
+    assert!(!notice.interrupted());
+    h.agent_state(AgentState::Thinking).await;
+    h.agent_state(AgentState::Idle).await;
+    assert_eq!(
+        *h.tts_texts.lock().unwrap(),
+        vec![
+            "This call may be recorded for quality and training purposes, thank you for waiting.",
+            "Hello there."
+        ]
+    );
+}

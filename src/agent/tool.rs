@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::Agent;
+use crate::session::SessionHandle;
 use crate::transport::CallControl;
 
 /// How a tool presents itself to the LLM.
@@ -74,6 +75,9 @@ pub struct ToolContext {
     /// The call this session runs on, for tools that end, transfer or send DTMF; `None` when
     /// the transport has no call (e.g. a kiosk).
     pub call: Option<Arc<dyn CallControl>>,
+    /// The session running the tool, set by the session itself: a slow tool can tell the user
+    /// to hold on (`say` from a tool joins the reply in progress instead of cutting it).
+    pub session: Option<SessionHandle>,
 }
 
 /// A function the LLM may call.

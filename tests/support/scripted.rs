@@ -235,7 +235,10 @@ pub async fn harness(
         providers,
         options,
         Box::new(sink.clone()),
-        ToolContext { call },
+        ToolContext {
+            call,
+            ..ToolContext::default()
+        },
     )
     .await
     .unwrap();
@@ -576,7 +579,10 @@ pub async fn realtime_harness(
         providers,
         options,
         Box::new(sink.clone()),
-        ToolContext { call },
+        ToolContext {
+            call,
+            ..ToolContext::default()
+        },
     )
     .await
     .unwrap();

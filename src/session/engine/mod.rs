@@ -119,6 +119,8 @@ struct Reply {
     /// Tool calls that arrived while held; they run once the turn is confirmed (a tool
     /// has effects, which a contradicted guess must not cause).
     tools_deferred: bool,
+    /// Handles of `say`s made by its tools: spoken within this reply, done when it ends.
+    riders: Vec<UtteranceHandle>,
 }
 
 /// The text-to-speech side of a reply.
@@ -189,6 +191,8 @@ pub(super) struct Engine {
     current: Option<UtteranceHandle>,
     reply_in_progress: bool,
     executing_tool: bool,
+    /// A user turn decided while a non-interruptible utterance played, to answer after it.
+    turn_waiting: bool,
 
     // Wake-up timer.
     wake_deadline: Option<Instant>,
@@ -313,6 +317,7 @@ impl Engine {
             current: None,
             reply_in_progress: false,
             executing_tool: false,
+            turn_waiting: false,
             wake_deadline: None,
             wake_prompts: 0,
             ending: None,
@@ -568,6 +573,15 @@ impl Engine {
         self.emit(SessionEvent::AgentText { text: text.clone() });
         if self.rt_speaks() {
             return Ok(self.rt_say(handle, text));
+        }
+        if self.executing_tool {
+            // A tool telling the user to hold on: the words join the reply whose tools run,
+            // which goes on afterwards (replacing it would lose the tools' results).
+            if let Some(reply) = self.reply.as_mut().filter(|r| r.speech.tts_text.is_some()) {
+                Self::speak_segment(&self.hooks, &mut reply.speech, text);
+                reply.riders.push(handle.clone());
+                return Ok(handle);
+            }
         }
         if self.tts.is_none() {
             handle.mark_done();
@@ -899,6 +913,8 @@ impl Engine {
 
     /// Stops the reply: LLM, TTS, queued audio, the EOU wait; keeps the partial text.
     fn full_interrupt(&mut self) {
+        // The user spoke again: a turn waiting for its answer is superseded.
+        self.turn_waiting = false;
         self.interrupting = false;
         self.paused_until = None;
         self.vad_monitor = None;
@@ -939,6 +955,9 @@ impl Engine {
 
     /// Hooks and sounds owed at the end of any reply (played, interrupted or dropped).
     fn reply_over(&mut self, reply: &Reply) {
+        for h in &reply.riders {
+            h.mark_done();
+        }
         if reply.speech.agent_turn {
             self.hooks.0.agent_turn_end();
         }
@@ -1023,11 +1042,18 @@ impl Engine {
         self.hooks.0.user_turn_start(text);
         self.ctx.add_message(ChatRole::User, text.to_string());
         if let Some(cur) = self.current.clone().filter(|c| !c.is_done()) {
-            if cur.is_interruptible() {
-                let _ = cur.interrupt(false);
-                self.stop_reply();
+            if !cur.is_interruptible() {
+                // Answered once the utterance that may not be cut has played.
+                self.turn_waiting = true;
+                return;
             }
+            let _ = cur.interrupt(false);
+            self.stop_reply();
         }
+        self.answer_user();
+    }
+
+    fn answer_user(&mut self) {
         let handle = UtteranceHandle::new(true);
         self.current = Some(handle.clone());
         self.start_generation(handle);
@@ -1073,7 +1099,8 @@ impl Engine {
     fn new_reply(&mut self, handle: UtteranceHandle, from_llm: bool, depth: usize) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
-        self.drop_streams();
+        // A reply still out is over: its handle completes (and its hooks run).
+        self.stop_reply();
         self.interrupting = false;
         self.wake_deadline = None;
         let tts_text = self.tts.clone().map(|tts| {
@@ -1104,6 +1131,7 @@ impl Engine {
             speaking: false,
             explicit,
             tools_deferred: false,
+            riders: Vec::new(),
         });
         id
     }
@@ -1237,7 +1265,8 @@ impl Engine {
             self.executing_tool = true;
             let id = reply.id;
             let tools = self.tools.clone();
-            let cx = self.tool_cx.clone();
+            let mut cx = self.tool_cx.clone();
+            cx.session = Some(self.handle.clone());
             let timeout = self.opts.tool_timeout;
             let internal = self.internal_tx.clone();
             tokio::spawn(async move {
@@ -1482,6 +1511,10 @@ impl Engine {
         self.finish_turn();
         self.set_user_state(UserState::Idle);
         self.set_agent_state(AgentState::Idle);
+        if std::mem::take(&mut self.turn_waiting) && self.ending.is_none() {
+            self.answer_user();
+            return;
+        }
         if self.ending.is_none() {
             self.arm_wake_up();
         }
