@@ -300,6 +300,9 @@ mod tests {
             !shown.contains("sk-from-env-42") && !shown.contains("tok-secret"),
             "{shown}"
         );
-        assert!(shown.contains("X-Proxy-Token") && shown.contains("ApiKey(***)"), "{shown}");
+        assert!(
+            shown.contains("X-Proxy-Token") && shown.contains("ApiKey(***)"),
+            "{shown}"
+        );
     }
 }

@@ -564,19 +564,38 @@ mod example {
         let llm = c.llm.expect("the uncommented example has an llm");
         assert_eq!(llm.provider, super::LlmProvider::OpenAi);
         assert_eq!(llm.model, "gpt-4o-mini");
-        assert_eq!(llm.api_key.as_ref().map(|k| k.expose()), Some("example-value"));
+        assert_eq!(
+            llm.api_key.as_ref().map(|k| k.expose()),
+            Some("example-value")
+        );
         assert_eq!((llm.temperature, llm.max_tokens), (Some(0.8), Some(300)));
-        assert_eq!(llm.headers.keys().collect::<Vec<_>>(), ["OpenAI-Organization"]);
+        assert_eq!(
+            llm.headers.keys().collect::<Vec<_>>(),
+            ["OpenAI-Organization"]
+        );
         let (o, d) = (
             llm.openai_config().unwrap(),
             super::LlmConfig::new(super::LlmProvider::OpenAi, "m")
                 .openai_config()
                 .unwrap(),
         );
-        assert_eq!(o.base_url, d.base_url, "the example shows the default base URL");
         assert_eq!(
-            (o.connect_timeout, o.first_byte_timeout, o.idle_timeout, o.retry),
-            (d.connect_timeout, d.first_byte_timeout, d.idle_timeout, d.retry),
+            o.base_url, d.base_url,
+            "the example shows the default base URL"
+        );
+        assert_eq!(
+            (
+                o.connect_timeout,
+                o.first_byte_timeout,
+                o.idle_timeout,
+                o.retry
+            ),
+            (
+                d.connect_timeout,
+                d.first_byte_timeout,
+                d.idle_timeout,
+                d.retry
+            ),
             "the example shows the default timeouts and retries"
         );
         assert!(llm.build().is_ok());

@@ -279,7 +279,12 @@ mod tests {
             }
         );
         assert_eq!(
-            status_error(StatusCode::BAD_GATEWAY, &h, "<html>bad gateway</html>", None),
+            status_error(
+                StatusCode::BAD_GATEWAY,
+                &h,
+                "<html>bad gateway</html>",
+                None
+            ),
             ProviderError::Unavailable("HTTP 502".into())
         );
         let e = status_error(StatusCode::BAD_REQUEST, &h, body, Some(&key));
@@ -288,7 +293,12 @@ mod tests {
             ProviderError::Protocol("HTTP 400: Incorrect API key provided: ***".into())
         );
         assert_eq!(
-            status_error(StatusCode::NOT_FOUND, &h, r#"{"error":"model 'x' not found"}"#, None),
+            status_error(
+                StatusCode::NOT_FOUND,
+                &h,
+                r#"{"error":"model 'x' not found"}"#,
+                None
+            ),
             ProviderError::Protocol("HTTP 404: model 'x' not found".into())
         );
     }

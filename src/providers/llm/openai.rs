@@ -170,7 +170,10 @@ impl OpenAiLlm {
     pub fn request_body(&self, request: &LlmRequest) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), json!(self.model));
-        body.insert("messages".into(), Value::Array(chat_messages(&request.context)));
+        body.insert(
+            "messages".into(),
+            Value::Array(chat_messages(&request.context)),
+        );
         if !request.tools.is_empty() {
             let tools = request.tools.iter().map(openai_chat_tool).collect();
             body.insert("tools".into(), Value::Array(tools));
@@ -246,7 +249,12 @@ impl OpenAiLlm {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        Err(http::status_error(status, &headers, &text, self.key.as_ref()))
+        Err(http::status_error(
+            status,
+            &headers,
+            &text,
+            self.key.as_ref(),
+        ))
     }
 }
 
@@ -781,7 +789,8 @@ mod tests {
     fn developer_becomes_system_and_images_only_go_in_user_messages() {
         let mut ctx = ChatContext::new();
         ctx.add_message(ChatRole::Developer, "be terse");
-        let img = ImageContent::inline(vec![1u8, 2, 3], "image/png").with_detail(InferenceDetail::Low);
+        let img =
+            ImageContent::inline(vec![1u8, 2, 3], "image/png").with_detail(InferenceDetail::Low);
         ctx.add_message(
             ChatRole::User,
             vec!["what is this?".into(), img.clone().into()],
