@@ -16,11 +16,11 @@
 //! method = "POST"                            # optional: POST (default), PUT or PATCH
 //! ```
 //!
-//! This module also owns the crate's one HTTP client ([`shared_http_client`]): one connection
-//! pool and one TLS set-up (rustls with ring; no OpenSSL) for the whole process.
+//! The crate's one HTTP client (one connection pool, one TLS set-up) lives in
+//! [`crate::providers::http`]; [`shared_http_client`] and [`http_client_builder`] are here too
+//! for the agent code that uses them.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -126,26 +126,12 @@ pub enum WebhookError {
     HttpClient(#[source] reqwest::Error),
 }
 
-/// A reqwest client builder with the process's TLS provider (ring) installed; every HTTP
-/// client in hark starts here, so TLS is set up one way.
-pub fn http_client_builder() -> reqwest::ClientBuilder {
-    // reqwest is built without a default provider (to avoid aws-lc's C build); install ring
-    // once. An error only means a provider is already installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().user_agent(concat!("hark/", env!("CARGO_PKG_VERSION")))
-}
+pub use crate::providers::http::http_client_builder;
 
-/// The process-wide HTTP client (one connection pool), created on first use. A
-/// `reqwest::Client` is a cheap handle: clone it freely.
+/// The process-wide HTTP client ([`crate::providers::http::shared_http_client`]), with its
+/// error as a [`WebhookError`] for the webhook and agent code that builds on it.
 pub fn shared_http_client() -> Result<reqwest::Client, WebhookError> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(c) = CLIENT.get() {
-        return Ok(c.clone());
-    }
-    let built = http_client_builder()
-        .build()
-        .map_err(WebhookError::HttpClient)?;
-    Ok(CLIENT.get_or_init(|| built).clone())
+    crate::providers::http::shared_http_client().map_err(WebhookError::HttpClient)
 }
 
 /// An HTTP endpoint the LLM may call.

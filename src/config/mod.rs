@@ -8,6 +8,7 @@
 pub mod agent;
 mod env;
 mod lines;
+pub mod llm;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use serde::Deserialize;
 
 pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, WakeUpConfig};
 pub use env::expand_env;
+pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
 
 use crate::listen::engine::EngineChoice;
 
@@ -36,6 +38,9 @@ pub struct Config {
     /// A conversational agent defined here rather than in Rust; none: no agent is configured.
     #[serde(default)]
     pub agent: Option<AgentConfig>,
+    /// The language model the agent talks through; none: no LLM is configured.
+    #[serde(default)]
+    pub llm: Option<LlmConfig>,
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -351,6 +356,10 @@ impl Config {
                 .validate()
                 .map_err(|i| bad(&format!("agent.{}", i.key), i.message))?;
         }
+        if let Some(llm) = &self.llm {
+            llm.validate()
+                .map_err(|i| bad(&format!("llm.{}", i.key), i.message))?;
+        }
         Ok(())
     }
 }
@@ -485,6 +494,7 @@ mod example {
         let d = super::Config::default();
         assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
         assert!(c.agent.is_none(), "the agent example is commented out");
+        assert!(c.llm.is_none(), "the llm example is commented out");
     }
 
     /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the
@@ -500,7 +510,13 @@ mod example {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        for var in ["HOTEL_API_TOKEN", "TOOLS_TOKEN", "WEATHER_API_KEY"] {
+        for var in [
+            "HOTEL_API_TOKEN",
+            "TOOLS_TOKEN",
+            "WEATHER_API_KEY",
+            "OPENAI_API_KEY",
+            "OPENAI_ORG",
+        ] {
             std::env::set_var(var, "example-value");
         }
         let c = super::Config::parse(&uncommented, Path::new("hark.toml")).unwrap();
@@ -544,5 +560,44 @@ mod example {
         );
         assert_eq!(stdio.session_timeout_s, 5.0);
         assert!(stdio.cwd.is_some() && !stdio.env.is_empty());
+
+        let llm = c.llm.expect("the uncommented example has an llm");
+        assert_eq!(llm.provider, super::LlmProvider::OpenAi);
+        assert_eq!(llm.model, "gpt-4o-mini");
+        assert_eq!(
+            llm.api_key.as_ref().map(|k| k.expose()),
+            Some("example-value")
+        );
+        assert_eq!((llm.temperature, llm.max_tokens), (Some(0.8), Some(300)));
+        assert_eq!(
+            llm.headers.keys().collect::<Vec<_>>(),
+            ["OpenAI-Organization"]
+        );
+        let (o, d) = (
+            llm.openai_config().unwrap(),
+            super::LlmConfig::new(super::LlmProvider::OpenAi, "m")
+                .openai_config()
+                .unwrap(),
+        );
+        assert_eq!(
+            o.base_url, d.base_url,
+            "the example shows the default base URL"
+        );
+        assert_eq!(
+            (
+                o.connect_timeout,
+                o.first_byte_timeout,
+                o.idle_timeout,
+                o.retry
+            ),
+            (
+                d.connect_timeout,
+                d.first_byte_timeout,
+                d.idle_timeout,
+                d.retry
+            ),
+            "the example shows the default timeouts and retries"
+        );
+        assert!(llm.build().is_ok());
     }
 }

@@ -2,9 +2,13 @@
 //!
 //! Streams are tokio channels: a provider task sends, the session receives, and dropping the
 //! receiver cancels (an interrupted reply stops its LLM and TTS that way). Implementations for
-//! real services live in submodules added by the provider work; tests script these traits.
-//! Speech-to-speech models have their own trait, [`Realtime`] (in [`realtime`]).
+//! real services live in submodules ([`llm`]); tests script these traits. [`http`] holds what
+//! every HTTP provider shares: the crate's one HTTP client, keys that cannot leak, error
+//! mapping and retries. Speech-to-speech models have their own trait, [`Realtime`] (in
+//! [`realtime`]).
 
+pub mod http;
+pub mod llm;
 pub mod realtime;
 
 use std::time::Duration;
