@@ -2,7 +2,8 @@
 //! the mapping of HTTP failures to [`ProviderError`], and retries with capped backoff.
 //!
 //! One client stack (reqwest on rustls with ring; no OpenSSL, no aws-lc) serves webhooks, MCP
-//! over HTTP and every provider, so TLS is set up one way and cross-compiles with a plain gcc.
+//! over HTTP and every provider, on the TLS configuration the WebSocket client uses too
+//! ([`super::tls`]), so TLS is set up one way and cross-compiles with a plain gcc.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -21,9 +22,12 @@ const MESSAGE_CHARS: usize = 200;
 /// client in hark starts here, so TLS is set up one way.
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     // reqwest is built without a default provider (to avoid aws-lc's C build); install ring
-    // once. An error only means a provider is already installed, which is fine.
+    // once for anything that asks for the process default. An error only means a provider is
+    // already installed, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().user_agent(concat!("hark/", env!("CARGO_PKG_VERSION")))
+    reqwest::Client::builder()
+        .user_agent(concat!("hark/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured(super::tls::client_config().as_ref().clone())
 }
 
 /// The process-wide HTTP client (one connection pool), created on first use. A

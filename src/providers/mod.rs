@@ -4,12 +4,14 @@
 //! receiver cancels (an interrupted reply stops its LLM and TTS that way). Implementations for
 //! real services live in submodules ([`llm`]); tests script these traits. [`http`] holds what
 //! every HTTP provider shares: the crate's one HTTP client, keys that cannot leak, error
-//! mapping and retries. Speech-to-speech models have their own trait, [`Realtime`] (in
+//! mapping and retries; [`ws`] is the one WebSocket client, and [`tls`] the TLS both use. Speech-to-speech models have their own trait, [`Realtime`] (in
 //! [`realtime`]).
 
 pub mod http;
 pub mod llm;
 pub mod realtime;
+pub mod tls;
+pub mod ws;
 
 use std::time::Duration;
 
