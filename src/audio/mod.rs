@@ -4,6 +4,7 @@
 //! edges (a WAV file, a sound card, an RTP stream), never between stages.
 
 pub mod mixer;
+pub mod pcm;
 pub mod resample;
 pub mod wav;
 
