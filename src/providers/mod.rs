@@ -7,6 +7,7 @@
 //! mapping and retries; [`ws`] is the one WebSocket client, and [`tls`] the TLS both use. Speech-to-speech models have their own trait, [`Realtime`] (in
 //! [`realtime`]).
 
+pub mod fallback;
 pub mod http;
 pub mod llm;
 pub mod realtime;
