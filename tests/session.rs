@@ -132,11 +132,13 @@ async fn a_turn_goes_from_transcript_to_llm_to_speech_with_change_only_states() 
         ("eou_decision", m.eou_decision),
         ("llm_request", m.llm_request),
         ("llm_first_token", m.llm_first_token),
+        ("tts_request", m.tts_request),
         ("tts_first_byte", m.tts_first_byte),
         ("first_sample_played", m.first_sample_played),
     ] {
         assert!(v.is_some(), "{name} missing: {m:?}");
     }
+    assert!(m.llm_first_token <= m.tts_request && m.tts_request <= m.tts_first_byte);
     assert_eq!(m.eou_probability, Some(0.9));
     assert!(m.eou_decision.unwrap() - m.stt_final.unwrap() >= 0.5);
     assert!(m.interrupted.is_none());

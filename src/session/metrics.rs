@@ -23,6 +23,9 @@ pub struct TurnMetrics {
     pub llm_first_token: Option<f64>,
     /// The first tool call arrived.
     pub first_tool_call: Option<f64>,
+    /// The first sentence of the reply was handed to TTS (what the sentence segmenter adds to
+    /// the first token's time).
+    pub tts_request: Option<f64>,
     /// The first TTS audio arrived.
     pub tts_first_byte: Option<f64>,
     /// The first sample of the reply was handed to the transport.
@@ -74,7 +77,8 @@ impl TurnMetrics {
             eou_probability = self.eou_probability.map(f64::from).unwrap_or(-1.0),
             eou_wait_ms = ms(self.stt_final, self.eou_decision),
             llm_ttft_ms = ms(self.llm_request, self.llm_first_token),
-            tts_ttfb_ms = ms(self.llm_first_token, self.tts_first_byte),
+            segment_ms = ms(self.llm_first_token, self.tts_request),
+            tts_ttfb_ms = ms(self.tts_request, self.tts_first_byte),
             speech_end_to_playback_ms = ms(self.user_speech_end, self.first_sample_played),
             interrupted = self.interrupted.is_some(),
             "turn"

@@ -773,7 +773,10 @@ impl Engine {
                 let reply = self.reply.as_mut().expect("held");
                 let segments = reply.speech.held.take().unwrap_or_default();
                 for seg in segments {
-                    Self::speak_segment(&self.hooks, &mut reply.speech, seg);
+                    if Self::speak_segment(&self.hooks, &mut reply.speech, seg) {
+                        let now = (Instant::now() - self.started_at).as_secs_f64();
+                        self.turn.tts_request.get_or_insert(now);
+                    }
                 }
                 if std::mem::take(&mut reply.tools_deferred) {
                     self.llm_finished();
@@ -968,17 +971,25 @@ impl Engine {
     }
 
     /// One sentence of the reply towards TTS: held while the reply is an unconfirmed guess.
-    fn speak_segment(hooks: &HookSet, out: &mut SpeechOut, segment: String) {
+    /// Returns whether the sentence went to TTS now.
+    fn speak_segment(hooks: &HookSet, out: &mut SpeechOut, segment: String) -> bool {
         if let Some(held) = out.held.as_mut() {
             held.push(segment);
-            return;
+            return false;
         }
-        let Some(tx) = &out.tts_text else { return };
+        let Some(tx) = &out.tts_text else {
+            return false;
+        };
         if !out.agent_turn {
             out.agent_turn = true;
             hooks.0.agent_turn_start();
         }
-        let _ = tx.try_send(hooks.0.tts_text(segment));
+        if tx.try_send(hooks.0.tts_text(segment)).is_err() {
+            // 64 sentences ahead of the voice: TTS has stalled or ended.
+            tracing::warn!("TTS is not taking text; a sentence was dropped");
+            return false;
+        }
+        true
     }
 
     fn drop_streams(&mut self) {
@@ -1216,7 +1227,10 @@ impl Engine {
                 reply.text.push_str(&t);
                 if reply.speech.tts_text.is_some() {
                     for seg in reply.segmenter.push(&t) {
-                        Self::speak_segment(&self.hooks, &mut reply.speech, seg);
+                        if Self::speak_segment(&self.hooks, &mut reply.speech, seg) {
+                            let now = (Instant::now() - self.started_at).as_secs_f64();
+                            self.turn.tts_request.get_or_insert(now);
+                        }
                     }
                 }
             }
@@ -1307,7 +1321,10 @@ impl Engine {
         reply.llm_done = true;
         if reply.speech.tts_text.is_some() {
             for seg in reply.segmenter.finish() {
-                Self::speak_segment(&self.hooks, &mut reply.speech, seg);
+                if Self::speak_segment(&self.hooks, &mut reply.speech, seg) {
+                    let now = (Instant::now() - self.started_at).as_secs_f64();
+                    self.turn.tts_request.get_or_insert(now);
+                }
             }
         }
         if reply.speech.held.is_none() {

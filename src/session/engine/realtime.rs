@@ -428,7 +428,10 @@ impl Engine {
         reply.text.push_str(&text);
         if !speaks && is_final && reply.speech.tts_text.is_some() {
             for seg in reply.segmenter.push(&text) {
-                Self::speak_segment(&self.hooks, &mut reply.speech, seg);
+                if Self::speak_segment(&self.hooks, &mut reply.speech, seg) {
+                    let now = (tokio::time::Instant::now() - self.started_at).as_secs_f64();
+                    self.turn.tts_request.get_or_insert(now);
+                }
             }
         }
     }
