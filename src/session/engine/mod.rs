@@ -86,6 +86,22 @@ pub enum UserInput {
     TurnProbability(f32),
 }
 
+/// The on-device front end's events are what a session hears about the user: this is the
+/// whole bridge between [`crate::listen::FrontEnd`] and [`super::SessionInput::user`].
+impl From<crate::listen::ListenEvent> for UserInput {
+    fn from(event: crate::listen::ListenEvent) -> Self {
+        use crate::listen::vad::VadEventType;
+        use crate::listen::ListenEvent;
+        match event {
+            ListenEvent::Vad(v) if v.event_type == VadEventType::StartOfSpeech => {
+                UserInput::SpeechStarted
+            }
+            ListenEvent::Vad(_) => UserInput::SpeechEnded,
+            ListenEvent::Turn(t) => UserInput::TurnProbability(t.probability),
+        }
+    }
+}
+
 /// Results of spawned work.
 enum Internal {
     Entered,
