@@ -1,208 +1,32 @@
-//! The OpenAI-compatible Chat Completions provider against a protocol test server: a small
-//! HTTP/1.1 server on a local socket, written here, that answers as the Chat Completions API
-//! documents (`chat.completion.chunk` events over SSE with chunked transfer encoding,
+//! The OpenAI-compatible Chat Completions provider against a protocol test server: the
+//! scripted HTTP/1.1 server of `tests/sse_server` on a local socket, answering as the Chat
+//! Completions API documents (`chat.completion.chunk` events over SSE with chunked transfer encoding,
 //! `data: [DONE]`, the `{"error": {...}}` bodies with their statuses and `Retry-After`).
 //!
 //! What hark sends is checked as strictly as what it does with the replies. Tests that wait
 //! (retries, stalls) run on a paused tokio clock: the waits are real durations, skipped.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod sse_server;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use hark::agent::context::{ChatContext, ChatRole, ImageContent};
 use hark::agent::ToolSpec;
 use hark::providers::http::{ApiKey, RetryPolicy};
-use hark::providers::llm::{OpenAiConfig, OpenAiLlm};
-use hark::providers::{Llm, LlmEvent, LlmRequest, LlmStream, ProviderError, ToolCallRequest};
+use hark::providers::llm::{HttpLlmConfig, OpenAiLlm};
+use hark::providers::{Llm, LlmEvent, LlmRequest, ProviderError, ToolCallRequest};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use sse_server::{collect, paced, print_event_latency, t, Captured, Step};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// The Chat Completions protocol test server: the scripted server answering with the chunks
+/// this file scripts.
+use sse_server::ScriptedHttpServer as ChatCompletionsTestServer;
+
 const KEY: &str = "sk-test-0123456789abcdef";
-
-/// One step of the server's answer to a request.
-#[derive(Clone)]
-enum Step {
-    /// Status line, headers and a `Content-Length` body, then close: an error reply.
-    Reply {
-        status: u16,
-        headers: Vec<(&'static str, String)>,
-        body: String,
-    },
-    /// `200` with `text/event-stream` and chunked encoding; the body follows in `Send`s.
-    StartStream,
-    /// One chunk of the chunked body (bytes as given).
-    Send(String),
-    /// Wait until the test says go on.
-    Wait(Arc<Notify>),
-    /// The terminating zero-length chunk, then close: a complete body.
-    End,
-    /// Close the socket now (mid-body: a cut connection).
-    Cut,
-    /// Send nothing more; report when the client closes the connection.
-    Hold,
-}
-
-/// A request as the server read it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    path: String,
-    /// Header names lowercased.
-    headers: BTreeMap<String, String>,
-    body: Value,
-    at: Instant,
-}
-
-/// The protocol test server: the n-th request gets the n-th script (the last one repeats).
-struct ChatCompletionsTestServer {
-    base_url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    disconnects: mpsc::UnboundedReceiver<()>,
-}
-
-impl ChatCompletionsTestServer {
-    async fn start(scripts: Vec<Vec<Step>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let (disconnect_tx, disconnects) = mpsc::unbounded_channel();
-        let log = received.clone();
-        tokio::spawn(async move {
-            let mut n = 0;
-            loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                let script = scripts[n.min(scripts.len() - 1)].clone();
-                n += 1;
-                let (log, disconnect_tx) = (log.clone(), disconnect_tx.clone());
-                tokio::spawn(serve(socket, script, log, disconnect_tx));
-            }
-        });
-        ChatCompletionsTestServer {
-            base_url,
-            received,
-            disconnects,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-async fn serve(
-    mut socket: TcpStream,
-    script: Vec<Step>,
-    log: Arc<Mutex<Vec<Received>>>,
-    disconnected: mpsc::UnboundedSender<()>,
-) {
-    let Some(request) = read_request(&mut socket).await else {
-        return;
-    };
-    log.lock().unwrap().push(request);
-    for step in script {
-        match step {
-            Step::Reply {
-                status,
-                headers,
-                body,
-            } => {
-                let mut head = format!(
-                    "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    reason(status),
-                    body.len()
-                );
-                for (k, v) in headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(body.as_bytes()).await;
-                return;
-            }
-            Step::StartStream => {
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
-                let _ = socket.write_all(head.as_bytes()).await;
-            }
-            Step::Send(data) => {
-                let chunk = format!("{:x}\r\n{data}\r\n", data.len());
-                if socket.write_all(chunk.as_bytes()).await.is_err() {
-                    return;
-                }
-                let _ = socket.flush().await;
-            }
-            Step::Wait(go) => go.notified().await,
-            Step::End => {
-                let _ = socket.write_all(b"0\r\n\r\n").await;
-                return;
-            }
-            Step::Cut => return,
-            Step::Hold => {
-                let mut buf = [0u8; 64];
-                // Returns when the client closes (0 bytes) or resets the connection.
-                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
-                let _ = disconnected.send(());
-                return;
-            }
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        401 => "Unauthorized",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        _ => "Status",
-    }
-}
-
-async fn read_request(socket: &mut TcpStream) -> Option<Received> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = socket.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap().split(' ');
-    let (method, path) = (
-        first.next().unwrap().to_owned(),
-        first.next().unwrap().to_owned(),
-    );
-    let headers: BTreeMap<String, String> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    let length: usize = headers["content-length"].parse().unwrap();
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = socket.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&tmp[..n]);
-    }
-    Some(Received {
-        method,
-        path,
-        headers,
-        body: serde_json::from_slice(&body).unwrap(),
-        at: Instant::now(),
-    })
-}
 
 /// A `chat.completion.chunk` event as OpenAI streams it.
 fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
@@ -235,15 +59,15 @@ fn openai_error(message: &str, kind: &str, code: &str) -> String {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()
 }
 
-fn config(server: &ChatCompletionsTestServer) -> OpenAiConfig {
-    OpenAiConfig {
-        base_url: server.base_url.clone(),
+fn config(server: &ChatCompletionsTestServer) -> HttpLlmConfig {
+    HttpLlmConfig {
+        base_url: format!("{}/v1", server.base_url),
         api_key: Some(ApiKey::new(KEY)),
         retry: RetryPolicy {
             base_delay: Duration::from_millis(100),
             ..RetryPolicy::default()
         },
-        ..OpenAiConfig::new("gpt-4o-mini")
+        ..OpenAiLlm::config("gpt-4o-mini")
     }
 }
 
@@ -259,19 +83,6 @@ fn hello() -> LlmRequest {
         context,
         tools: vec![],
     }
-}
-
-/// Everything the stream yields until it closes.
-async fn collect(mut stream: LlmStream) -> Vec<Result<LlmEvent, ProviderError>> {
-    let mut out = Vec::new();
-    while let Some(e) = stream.recv().await {
-        out.push(e);
-    }
-    out
-}
-
-fn t(s: &str) -> Result<LlmEvent, ProviderError> {
-    Ok(LlmEvent::Text(s.into()))
 }
 
 #[tokio::test]
@@ -390,7 +201,7 @@ async fn without_a_key_or_tools_neither_is_sent() {
     ]])
     .await;
     for key in [None, Some(ApiKey::new("")), Some(ApiKey::new("  "))] {
-        let llm = OpenAiLlm::new(OpenAiConfig {
+        let llm = OpenAiLlm::new(HttpLlmConfig {
             api_key: key,
             ..config(&server)
         })
@@ -596,9 +407,9 @@ async fn a_refused_connection_is_unavailable() {
         .local_addr()
         .unwrap()
         .port();
-    let llm = OpenAiLlm::new(OpenAiConfig {
+    let llm = OpenAiLlm::new(HttpLlmConfig {
         base_url: format!("http://127.0.0.1:{port}/v1"),
-        ..OpenAiConfig::new("m")
+        ..OpenAiLlm::config("m")
     })
     .unwrap();
     let err = llm.chat(hello()).await.unwrap_err();
@@ -681,7 +492,7 @@ async fn a_stalled_stream_times_out() {
         Step::Hold,
     ]])
     .await;
-    let llm = OpenAiLlm::new(OpenAiConfig {
+    let llm = OpenAiLlm::new(HttpLlmConfig {
         idle_timeout: Duration::from_secs(3),
         ..config(&server)
     })
@@ -701,7 +512,7 @@ async fn a_stalled_stream_times_out() {
 #[tokio::test(start_paused = true)]
 async fn no_answer_at_all_times_out_at_the_first_byte_deadline() {
     let server = ChatCompletionsTestServer::start(vec![vec![Step::Hold]]).await;
-    let llm = OpenAiLlm::new(OpenAiConfig {
+    let llm = OpenAiLlm::new(HttpLlmConfig {
         first_byte_timeout: Duration::from_secs(4),
         ..config(&server)
     })
@@ -721,7 +532,7 @@ async fn dropping_the_stream_closes_the_connection() {
     ]])
     .await;
     // A long idle timeout: the connection must close because of the drop, not a timeout.
-    let llm = OpenAiLlm::new(OpenAiConfig {
+    let llm = OpenAiLlm::new(HttpLlmConfig {
         idle_timeout: Duration::from_secs(600),
         ..config(&server)
     })
@@ -736,36 +547,10 @@ async fn dropping_the_stream_closes_the_connection() {
         .unwrap();
 }
 
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.install();
 
     // Every way a service can echo the key back: in a 401, a 400, a 500 and inside the stream.
     let echo = |status| Step::Reply {
@@ -787,7 +572,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
         ],
     ])
     .await;
-    let cfg = OpenAiConfig {
+    let cfg = HttpLlmConfig {
         retry: RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
@@ -816,7 +601,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
             .any(|s| s.contains("error in stream: bad key ***")),
         "{shown:?}"
     );
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("LLM"),
         "the test captured hark's logs: {logs}"
@@ -824,4 +609,23 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     for text in shown.iter().chain([&logs]) {
         assert!(!text.contains(KEY), "the key leaked: {text}");
     }
+}
+
+/// Measures (prints, never asserts) the time from a chunk leaving the server to its text
+/// reaching the caller, with server, reader and caller on two worker threads as on a device;
+/// `cargo test --test llm_openai measures -- --nocapture` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measures_the_time_from_a_chunk_on_the_socket_to_its_event() {
+    let (go, n) = (Arc::new(Notify::new()), 200);
+    let mut script = vec![Step::StartStream];
+    script.extend(paced((0..n).map(|i| text(&format!("w{i} "))), &go));
+    script.extend([
+        Step::Send(chunk(json!({}), Some("stop"))),
+        Step::Send(DONE.into()),
+        Step::End,
+    ]);
+    let server = ChatCompletionsTestServer::start(vec![script]).await;
+    let mut stream = provider(&server).chat(hello()).await.unwrap();
+    print_event_latency("openai", &server, &mut stream, &go, n).await;
+    assert_eq!(collect(stream).await, []);
 }

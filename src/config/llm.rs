@@ -2,14 +2,16 @@
 //!
 //! ```toml
 //! [llm]
-//! provider = "openai"                 # OpenAI's Chat Completions API, or any server speaking it
+//! provider = "openai"                 # "openai" (and compatible servers), "anthropic", "gemini"
 //! model = "gpt-4o-mini"
 //! base_url = "https://api.openai.com/v1"   # e.g. "http://192.168.1.5:11434/v1" for Ollama
 //! api_key = "${OPENAI_API_KEY}"       # optional: LAN servers need none
 //! ```
 //!
-//! [`LlmConfig::build`] turns the section into a provider; [`LlmConfig::validate`] catches
-//! mistakes when the file is loaded, naming the key.
+//! The keys are the same for every provider; what differs is the default `base_url`, the
+//! temperature range (Anthropic's is 0 to 1) and `max_tokens`, which Anthropic requires (1024
+//! unless set). [`LlmConfig::build`] turns the section into a provider;
+//! [`LlmConfig::validate`] catches mistakes when the file is loaded, naming the key.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,17 +20,42 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::providers::http::{ApiKey, RetryPolicy};
-use crate::providers::llm::openai::{self, OpenAiConfig, OpenAiError, OpenAiLlm};
+use crate::providers::llm::{anthropic, gemini, openai};
+use crate::providers::llm::{AnthropicLlm, GeminiLlm, HttpLlmConfig, HttpLlmError, OpenAiLlm};
 use crate::providers::Llm;
 
-/// The LLM APIs hark speaks. One for now; an enum so more can be added without changing the
-/// key's meaning.
+/// The LLM APIs hark speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum LlmProvider {
     /// OpenAI Chat Completions (also Groq, Together, xAI, Cerebras, Ollama, llama.cpp server,
     /// vLLM through `base_url`).
     #[serde(rename = "openai")]
     OpenAi,
+    /// Anthropic's Messages API (Claude).
+    #[serde(rename = "anthropic")]
+    Anthropic,
+    /// Google's Gemini API (`streamGenerateContent`).
+    #[serde(rename = "gemini")]
+    Gemini,
+}
+
+impl LlmProvider {
+    /// The service's public endpoint, used when `base_url` is not set.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            LlmProvider::OpenAi => openai::DEFAULT_BASE_URL,
+            LlmProvider::Anthropic => anthropic::DEFAULT_BASE_URL,
+            LlmProvider::Gemini => gemini::DEFAULT_BASE_URL,
+        }
+    }
+
+    /// The highest temperature the service accepts.
+    pub fn max_temperature(self) -> f32 {
+        match self {
+            LlmProvider::Anthropic => 1.0,
+            LlmProvider::OpenAi | LlmProvider::Gemini => 2.0,
+        }
+    }
 }
 
 /// `[llm]`: the language model.
@@ -46,10 +73,11 @@ pub struct LlmConfig {
     /// The API key (use `${VAR}`); none or empty: no key is sent.
     #[serde(default)]
     pub api_key: Option<ApiKey>,
-    /// Sampling temperature (0 to 2); none: the service's default.
+    /// Sampling temperature (0 to 2; Anthropic: 0 to 1); none: the service's default.
     #[serde(default)]
     pub temperature: Option<f32>,
-    /// Longest answer in tokens; none: the service's default.
+    /// Longest answer in tokens; none: the service's default (Anthropic, which requires one:
+    /// 1024).
     #[serde(default)]
     pub max_tokens: Option<u32>,
     /// Seconds the answer may stall (no byte, keep-alives included) before it is given up.
@@ -111,9 +139,9 @@ pub enum LlmBuildError {
     /// A rule of the section is broken.
     #[error(transparent)]
     Invalid(#[from] LlmIssue),
-    /// The OpenAI provider refused the settings.
+    /// The provider refused the settings.
     #[error("llm: {0}")]
-    OpenAi(#[from] OpenAiError),
+    Provider(#[from] HttpLlmError),
 }
 
 impl LlmConfig {
@@ -150,26 +178,30 @@ impl LlmConfig {
     /// Checks what serde cannot (ranges, the URL, header names) without building anything, so
     /// loading the file catches mistakes before a session starts.
     pub fn validate(&self) -> Result<(), LlmIssue> {
-        self.openai_config().map(drop)
+        self.provider_config().map(drop)
     }
 
     /// The provider this section describes.
     pub fn build(&self) -> Result<Arc<dyn Llm>, LlmBuildError> {
-        match self.provider {
-            LlmProvider::OpenAi => Ok(Arc::new(OpenAiLlm::new(self.openai_config()?)?)),
-        }
+        let config = self.provider_config()?;
+        Ok(match self.provider {
+            LlmProvider::OpenAi => Arc::new(OpenAiLlm::new(config)?),
+            LlmProvider::Anthropic => Arc::new(AnthropicLlm::new(config)?),
+            LlmProvider::Gemini => Arc::new(GeminiLlm::new(config)?),
+        })
     }
 
-    /// The OpenAI provider's settings from this section.
-    pub fn openai_config(&self) -> Result<OpenAiConfig, LlmIssue> {
+    /// The provider's settings from this section, checked, with the provider's defaults.
+    pub fn provider_config(&self) -> Result<HttpLlmConfig, LlmIssue> {
         if self.model.trim().is_empty() {
             return Err(issue("model", "expected a model name, got an empty string"));
         }
         if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
+            let max = self.provider.max_temperature();
+            if !(0.0..=max).contains(&t) {
                 return Err(issue(
                     "temperature",
-                    format!("expected a temperature between 0 and 2, got {t}"),
+                    format!("expected a temperature between 0 and {max}, got {t}"),
                 ));
             }
         }
@@ -196,13 +228,17 @@ impl LlmConfig {
         let base_url = self
             .base_url
             .clone()
-            .unwrap_or_else(|| openai::DEFAULT_BASE_URL.to_owned());
-        let config = OpenAiConfig {
+            .unwrap_or_else(|| self.provider.default_base_url().to_owned());
+        let max_tokens = match self.provider {
+            LlmProvider::Anthropic => self.max_tokens.or(Some(anthropic::DEFAULT_MAX_TOKENS)),
+            LlmProvider::OpenAi | LlmProvider::Gemini => self.max_tokens,
+        };
+        let config = HttpLlmConfig {
             base_url,
             model: self.model.clone(),
             api_key: self.api_key.clone(),
             temperature: self.temperature,
-            max_tokens: self.max_tokens,
+            max_tokens,
             headers: self.headers.clone(),
             connect_timeout: seconds("connect_timeout", self.connect_timeout)?,
             first_byte_timeout: seconds("first_byte_timeout", self.first_byte_timeout)?,
@@ -213,19 +249,24 @@ impl LlmConfig {
             },
         };
         // The URL and headers are checked where they are used, by building the request parts.
-        openai::check(&config).map_err(|e| match e {
-            OpenAiError::InvalidBaseUrl(reason) => {
+        let check = match self.provider {
+            LlmProvider::OpenAi => openai::check,
+            LlmProvider::Anthropic => anthropic::check,
+            LlmProvider::Gemini => gemini::check,
+        };
+        check(&config).map_err(|e| match e {
+            HttpLlmError::InvalidBaseUrl(reason) => {
                 issue("base_url", format!("expected an http(s) URL: {reason}"))
             }
-            OpenAiError::InvalidHeader(name) => issue(
+            HttpLlmError::InvalidHeader(name) => issue(
                 &format!("headers.{name}"),
                 "invalid header name or value (the value is not shown)",
             ),
-            OpenAiError::InvalidKey => issue(
+            HttpLlmError::InvalidKey => issue(
                 "api_key",
                 "the key holds characters that cannot be sent in a header",
             ),
-            OpenAiError::HttpClient(e) => issue("provider", e.to_string()),
+            HttpLlmError::HttpClient(e) => issue("provider", e.to_string()),
         })?;
         Ok(config)
     }
@@ -245,7 +286,7 @@ mod tests {
     fn a_minimal_section_gets_the_defaults() {
         let c = parse("[llm]\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\n").unwrap();
         let llm = c.llm.unwrap();
-        let o = llm.openai_config().unwrap();
+        let o = llm.provider_config().unwrap();
         assert_eq!(o.base_url, "https://api.openai.com/v1");
         assert_eq!(o.api_key, None);
         assert_eq!(
@@ -263,8 +304,9 @@ mod tests {
     #[test]
     fn mistakes_name_the_line_and_key() {
         let msg = |t: &str| parse(t).unwrap_err().to_string();
-        assert!(msg("[llm]\nprovider = \"anthropic\"\nmodel = \"m\"\n")
-            .starts_with("hark.toml:2: llm.provider: unknown variant `anthropic`"));
+        assert!(msg("[llm]\nprovider = \"claude\"\nmodel = \"m\"\n").starts_with(
+            "hark.toml:2: llm.provider: unknown variant `claude`, expected one of `openai`, `anthropic`, `gemini`"
+        ));
         assert_eq!(
             msg("[llm]\nprovider = \"openai\"\nmodel = \"m\"\ntemperature = 3.0\n"),
             "hark.toml:4: llm.temperature: expected a temperature between 0 and 2, got 3"
@@ -286,6 +328,59 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_and_gemini_take_the_same_keys_with_their_own_defaults() {
+        let section = |provider: &str, extra: &str| {
+            parse(&format!(
+                "[llm]\nprovider = \"{provider}\"\nmodel = \"m\"\n{extra}"
+            ))
+            .unwrap()
+            .llm
+            .unwrap()
+        };
+        let a = section("anthropic", "");
+        let c = a.provider_config().unwrap();
+        assert_eq!(
+            (c.base_url.as_str(), c.max_tokens),
+            ("https://api.anthropic.com", Some(1024))
+        );
+        assert_eq!(a.build().unwrap().label(), "anthropic");
+        let c = section("anthropic", "max_tokens = 200\n")
+            .provider_config()
+            .unwrap();
+        assert_eq!(c.max_tokens, Some(200));
+
+        let g = section("gemini", "temperature = 1.5\n");
+        let c = g.provider_config().unwrap();
+        assert_eq!(
+            (c.base_url.as_str(), c.max_tokens, c.temperature),
+            ("https://generativelanguage.googleapis.com", None, Some(1.5))
+        );
+        assert_eq!(g.build().unwrap().label(), "gemini");
+        assert_eq!(
+            c.connect_timeout,
+            Duration::from_secs(5),
+            "the shared defaults"
+        );
+    }
+
+    #[test]
+    fn each_provider_checks_its_own_temperature_range() {
+        let msg = |p: &str| {
+            parse(&format!(
+                "[llm]\nprovider = \"{p}\"\nmodel = \"m\"\ntemperature = 1.5\n"
+            ))
+            .map(drop)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            msg("anthropic"),
+            Err("hark.toml:4: llm.temperature: expected a temperature between 0 and 1, got 1.5".into())
+        );
+        assert_eq!(msg("openai"), Ok(()));
+        assert_eq!(msg("gemini"), Ok(()));
+    }
+
+    #[test]
     fn the_key_comes_from_the_environment_and_never_shows() {
         std::env::set_var("HARK_TEST_LLM_KEY", "sk-from-env-42");
         let c = parse(
@@ -294,8 +389,8 @@ mod tests {
         .unwrap();
         let llm = c.llm.unwrap();
         assert_eq!(llm.api_key.as_ref().unwrap().expose(), "sk-from-env-42");
-        let provider = OpenAiLlm::new(llm.openai_config().unwrap()).unwrap();
-        let shown = format!("{llm:?} {:?} {provider:?}", llm.openai_config().unwrap());
+        let provider = OpenAiLlm::new(llm.provider_config().unwrap()).unwrap();
+        let shown = format!("{llm:?} {:?} {provider:?}", llm.provider_config().unwrap());
         assert!(
             !shown.contains("sk-from-env-42") && !shown.contains("tok-secret"),
             "{shown}"

@@ -574,9 +574,9 @@ mod example {
             ["OpenAI-Organization"]
         );
         let (o, d) = (
-            llm.openai_config().unwrap(),
+            llm.provider_config().unwrap(),
             super::LlmConfig::new(super::LlmProvider::OpenAi, "m")
-                .openai_config()
+                .provider_config()
                 .unwrap(),
         );
         assert_eq!(
