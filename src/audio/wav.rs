@@ -1,7 +1,9 @@
 //! WAV read and write (hound). Any 8–48 kHz, mono or stereo, 16-bit integer or 32-bit float file
-//! is accepted and comes out mono `f32`; anything else is a clear error rather than noise.
+//! is accepted and comes out mono `f32`; anything else is a clear error rather than noise. Files
+//! are written as mono 16-bit PCM, to disk ([`write_wav`]) or to memory ([`write_wav_to`], for an
+//! upload), by the one writer.
 
-use std::io::{Read, Seek};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::Audio;
@@ -126,18 +128,33 @@ pub fn write_wav(path: &Path, audio: &Audio) -> Result<(), WavError> {
         path: path.to_path_buf(),
         source,
     };
+    let file = std::fs::File::create(path).map_err(|e| err(hound::Error::IoError(e)))?;
+    let samples = audio
+        .samples
+        .iter()
+        .map(|&s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16);
+    write_wav_to(std::io::BufWriter::new(file), audio.rate, samples).map_err(err)
+}
+
+/// Writes mono 16-bit PCM `samples` at `rate` as a WAV file to `out`, which must start empty
+/// (the header's sizes are patched by absolute seeks): a `Cursor<Vec<u8>>` gives the file's
+/// bytes, e.g. for an upload.
+pub fn write_wav_to<W: Write + Seek>(
+    out: W,
+    rate: u32,
+    samples: impl IntoIterator<Item = i16>,
+) -> Result<(), hound::Error> {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: audio.rate,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let mut w = hound::WavWriter::create(path, spec).map_err(err)?;
-    for &s in &audio.samples {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
-            .map_err(err)?;
+    let mut w = hound::WavWriter::new(out, spec)?;
+    for s in samples {
+        w.write_sample(s)?;
     }
-    w.finalize().map_err(err)
+    w.finalize()
 }
 
 #[cfg(test)]
@@ -191,6 +208,17 @@ mod tests {
         for (a, b) in audio.samples.iter().zip(&back.samples) {
             assert!((a - b).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn writes_to_memory_what_the_reader_reads_back() {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        write_wav_to(&mut bytes, 16_000, [0i16, 16384, -16384, 32767]).unwrap();
+        let bytes = bytes.into_inner();
+        assert_eq!(bytes.len(), 44 + 8, "a 44-byte header and the samples");
+        let back = read_wav_bytes(&bytes).unwrap();
+        assert_eq!(back.rate, 16_000);
+        assert_eq!(back.samples, [0.0, 0.5, -0.5, 32767.0 / 32768.0]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod agent;
 mod env;
 mod lines;
 pub mod llm;
+pub mod stt;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, WakeUpConfig};
 pub use env::expand_env;
 pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
+pub use stt::{SttBuildError, SttConfig, SttIssue, SttProvider};
 
 use crate::listen::engine::EngineChoice;
 
@@ -41,6 +43,9 @@ pub struct Config {
     /// The language model the agent talks through; none: no LLM is configured.
     #[serde(default)]
     pub llm: Option<LlmConfig>,
+    /// The speech-to-text service that transcribes the user; none: no STT is configured.
+    #[serde(default)]
+    pub stt: Option<SttConfig>,
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -360,6 +365,10 @@ impl Config {
             llm.validate()
                 .map_err(|i| bad(&format!("llm.{}", i.key), i.message))?;
         }
+        if let Some(stt) = &self.stt {
+            stt.validate()
+                .map_err(|i| bad(&format!("stt.{}", i.key), i.message))?;
+        }
         Ok(())
     }
 }
@@ -495,6 +504,7 @@ mod example {
         assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
         assert!(c.agent.is_none(), "the agent example is commented out");
         assert!(c.llm.is_none(), "the llm example is commented out");
+        assert!(c.stt.is_none(), "the stt example is commented out");
     }
 
     /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the
