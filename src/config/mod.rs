@@ -9,6 +9,7 @@ pub mod agent;
 mod env;
 mod lines;
 pub mod llm;
+pub mod tts;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, WakeUpConfig};
 pub use env::expand_env;
 pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
+pub use tts::{TtsBuildError, TtsConfig, TtsIssue, TtsProvider};
 
 use crate::listen::engine::EngineChoice;
 
@@ -41,6 +43,9 @@ pub struct Config {
     /// The language model the agent talks through; none: no LLM is configured.
     #[serde(default)]
     pub llm: Option<LlmConfig>,
+    /// The voice that speaks the agent's replies; none: no TTS is configured.
+    #[serde(default)]
+    pub tts: Option<TtsConfig>,
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -360,6 +365,10 @@ impl Config {
             llm.validate()
                 .map_err(|i| bad(&format!("llm.{}", i.key), i.message))?;
         }
+        if let Some(tts) = &self.tts {
+            tts.validate()
+                .map_err(|i| bad(&format!("tts.{}", i.key), i.message))?;
+        }
         Ok(())
     }
 }
@@ -495,6 +504,7 @@ mod example {
         assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
         assert!(c.agent.is_none(), "the agent example is commented out");
         assert!(c.llm.is_none(), "the llm example is commented out");
+        assert!(c.tts.is_none(), "the tts example is commented out");
     }
 
     /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the
@@ -516,6 +526,7 @@ mod example {
             "WEATHER_API_KEY",
             "OPENAI_API_KEY",
             "OPENAI_ORG",
+            "ELEVENLABS_API_KEY",
         ] {
             std::env::set_var(var, "example-value");
         }
@@ -599,5 +610,34 @@ mod example {
             "the example shows the default timeouts and retries"
         );
         assert!(llm.build().is_ok());
+
+        let tts = c.tts.expect("the uncommented example has a tts");
+        assert_eq!(tts.provider, super::TtsProvider::ElevenLabs);
+        let (o, d) = (
+            tts.settings().unwrap(),
+            super::TtsConfig {
+                voice: Some("v".into()),
+                api_key: tts.api_key.clone(),
+                ..super::TtsConfig::new(super::TtsProvider::ElevenLabs)
+            }
+            .settings()
+            .unwrap(),
+        );
+        let (super::tts::TtsSettings::ElevenLabs(o), super::tts::TtsSettings::ElevenLabs(d)) =
+            (o, d)
+        else {
+            panic!("elevenlabs settings expected")
+        };
+        assert_eq!(
+            (&o.base_url, &o.model, o.sample_rate),
+            (&d.base_url, &d.model, d.sample_rate),
+            "the example shows the defaults"
+        );
+        assert_eq!(
+            (o.connect_timeout, o.first_byte_timeout, o.idle_timeout),
+            (d.connect_timeout, d.first_byte_timeout, d.idle_timeout),
+            "the example shows the default timeouts"
+        );
+        assert!(tts.build().is_ok());
     }
 }

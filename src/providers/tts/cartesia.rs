@@ -24,8 +24,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::{
-    header_key, run_socket, service_error, spaced, ws_base_url, Base64Pcm, Reply, SocketProtocol,
-    Timeouts, TtsSetupError, AUDIO_CHANNEL,
+    header_key, invalid, run_socket, service_error, spaced, ws_base_url, Base64Pcm, Reply,
+    SocketProtocol, Timeouts, TtsSetupError, AUDIO_CHANNEL,
 };
 use crate::providers::http::ApiKey;
 use crate::providers::{ws, AudioStream, ProviderError, Tts};
@@ -130,25 +130,29 @@ impl CartesiaTts {
     pub fn new(config: CartesiaConfig) -> Result<CartesiaTts, TtsSetupError> {
         let voice = config.voice_id.trim();
         if voice.is_empty() {
-            return Err(TtsSetupError::Invalid("a voice ID is required".into()));
+            return Err(invalid("voice", "a voice ID is required"));
         }
         if config.model.trim().is_empty() {
-            return Err(TtsSetupError::Invalid("a model ID is required".into()));
+            return Err(invalid("model", "a model ID is required"));
         }
         if !SAMPLE_RATES.contains(&config.sample_rate) {
-            return Err(TtsSetupError::Invalid(format!(
-                "sample rate {} is not one of Cartesia's rates {SAMPLE_RATES:?}",
-                config.sample_rate
-            )));
+            return Err(invalid(
+                "sample_rate",
+                format!(
+                    "sample rate {} is not one of Cartesia's rates {SAMPLE_RATES:?}",
+                    config.sample_rate
+                ),
+            ));
         }
         if let Some(speed) = config.speed.filter(|s| !(0.6..=1.5).contains(s)) {
-            return Err(TtsSetupError::Invalid(format!(
-                "speed must be between 0.6 and 1.5, got {speed}"
-            )));
+            return Err(invalid(
+                "speed",
+                format!("speed must be between 0.6 and 1.5, got {speed}"),
+            ));
         }
         let version = config.api_version.trim();
         if version.is_empty() {
-            return Err(TtsSetupError::Invalid("an API version is required".into()));
+            return Err(invalid("api_version", "an API version is required"));
         }
         let mut url = ws_base_url(&config.base_url)?;
         url.path_segments_mut()

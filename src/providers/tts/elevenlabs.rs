@@ -23,8 +23,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::{
-    header_key, run_socket, service_error, spaced, ws_base_url, Base64Pcm, Reply, SocketProtocol,
-    Timeouts, TtsSetupError, AUDIO_CHANNEL,
+    header_key, invalid, run_socket, service_error, spaced, ws_base_url, Base64Pcm, Reply,
+    SocketProtocol, Timeouts, TtsSetupError, AUDIO_CHANNEL,
 };
 use crate::providers::http::ApiKey;
 use crate::providers::{ws, AudioStream, ProviderError, Tts};
@@ -163,23 +163,29 @@ pub fn check(config: &ElevenLabsConfig) -> Result<(), TtsSetupError> {
 fn stream_url(config: &ElevenLabsConfig) -> Result<String, TtsSetupError> {
     let voice = config.voice_id.trim();
     if voice.is_empty() {
-        return Err(TtsSetupError::Invalid("a voice ID is required".into()));
+        return Err(invalid("voice", "a voice ID is required"));
     }
     if config.model.trim().is_empty() {
-        return Err(TtsSetupError::Invalid("a model ID is required".into()));
+        return Err(invalid("model", "a model ID is required"));
     }
     if !SAMPLE_RATES.contains(&config.sample_rate) {
-        return Err(TtsSetupError::Invalid(format!(
-            "sample rate {} is not one of ElevenLabs' PCM rates {SAMPLE_RATES:?}",
-            config.sample_rate
-        )));
+        return Err(invalid(
+            "sample_rate",
+            format!(
+                "sample rate {} is not one of ElevenLabs' PCM rates {SAMPLE_RATES:?}",
+                config.sample_rate
+            ),
+        ));
     }
-    let check = |name: &str, v: Option<f64>, range: std::ops::RangeInclusive<f64>| match v {
-        Some(x) if !range.contains(&x) => Err(TtsSetupError::Invalid(format!(
-            "{name} must be between {} and {}, got {x}",
-            range.start(),
-            range.end()
-        ))),
+    let check = |name: &'static str, v: Option<f64>, range: std::ops::RangeInclusive<f64>| match v {
+        Some(x) if !range.contains(&x) => Err(invalid(
+            name,
+            format!(
+                "{name} must be between {} and {}, got {x}",
+                range.start(),
+                range.end()
+            ),
+        )),
         _ => Ok(()),
     };
     check("stability", config.stability, 0.0..=1.0)?;
@@ -187,9 +193,12 @@ fn stream_url(config: &ElevenLabsConfig) -> Result<String, TtsSetupError> {
     check("speed", config.speed, 0.7..=1.2)?;
     if let Some(schedule) = &config.chunk_length_schedule {
         if schedule.is_empty() || schedule.iter().any(|n| !(50..=500).contains(n)) {
-            return Err(TtsSetupError::Invalid(format!(
+            return Err(invalid(
+                "chunk_length_schedule",
+                format!(
                 "chunk_length_schedule must hold 50 to 500 characters per step, got {schedule:?}"
-            )));
+            ),
+            ));
         }
     }
     let mut url = ws_base_url(&config.base_url)?;

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{AudioSender, TtsSetupError, AUDIO_CHANNEL};
+use super::{invalid, AudioSender, TtsSetupError, AUDIO_CHANNEL};
 use crate::audio::pcm::Pcm16Decoder;
 use crate::audio::wav::read_piped_wav_header;
 use crate::providers::http::shorten;
@@ -77,23 +77,26 @@ impl EspeakTts {
         let speed = config.speed.unwrap_or(1.0);
         let wpm = (DEFAULT_WPM * speed).round();
         if !wpm.is_finite() || !(*WPM.start() as f64..=*WPM.end() as f64).contains(&wpm) {
-            return Err(TtsSetupError::Invalid(format!(
+            return Err(invalid(
+                "speed",
+                format!(
                 "speed must be between {:.2} and {:.2} ({} to {} words per minute), got {speed}",
                 *WPM.start() as f64 / DEFAULT_WPM,
                 *WPM.end() as f64 / DEFAULT_WPM,
                 WPM.start(),
                 WPM.end(),
-            )));
+            ),
+            ));
         }
         let voice = config.voice.trim();
         if voice.is_empty() || voice.starts_with('-') || voice.contains(char::is_whitespace) {
-            return Err(TtsSetupError::Invalid(format!(
-                "invalid voice name {:?}",
-                config.voice
-            )));
+            return Err(invalid(
+                "voice",
+                format!("invalid voice name {:?}", config.voice),
+            ));
         }
         if config.program.as_os_str().is_empty() {
-            return Err(TtsSetupError::Invalid("the program is empty".into()));
+            return Err(invalid("program", "the program is empty"));
         }
         Ok(EspeakTts {
             program: config.program,

@@ -61,11 +61,24 @@ pub enum TtsSetupError {
     #[error("the API key holds characters that cannot be sent in a header")]
     InvalidKey,
     /// A setting is out of the service's range.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{message}")]
+    Invalid {
+        /// The setting, named as its `[tts]` key (`speed`, `sample_rate`, `voice`, …).
+        key: &'static str,
+        /// What is wrong and what was expected.
+        message: String,
+    },
     /// The HTTP client could not be built (TLS set-up).
     #[error("could not build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+}
+
+/// A setting `key` the provider refuses, and why.
+pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> TtsSetupError {
+    TtsSetupError::Invalid {
+        key,
+        message: message.into(),
+    }
 }
 
 /// The error a service reports inside a stream (a JSON error message rather than an HTTP

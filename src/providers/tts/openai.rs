@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{AudioSender, TtsSetupError, AUDIO_CHANNEL};
+use super::{invalid, AudioSender, TtsSetupError, AUDIO_CHANNEL};
 use crate::audio::pcm::Pcm16Decoder;
 use crate::providers::http::{self, ApiKey, RetryPolicy};
 use crate::providers::{AudioStream, ProviderError, Tts};
@@ -192,21 +192,25 @@ fn request_parts(config: &OpenAiTtsConfig) -> Result<Parts, TtsSetupError> {
         )));
     }
     if config.model.trim().is_empty() {
-        return Err(TtsSetupError::Invalid("a model name is required".into()));
+        return Err(invalid("model", "a model name is required"));
     }
     if config.voice.trim().is_empty() {
-        return Err(TtsSetupError::Invalid("a voice name is required".into()));
+        return Err(invalid("voice", "a voice name is required"));
     }
     if let Some(speed) = config.speed.filter(|s| !(0.25..=4.0).contains(s)) {
-        return Err(TtsSetupError::Invalid(format!(
-            "speed must be between 0.25 and 4, got {speed}"
-        )));
+        return Err(invalid(
+            "speed",
+            format!("speed must be between 0.25 and 4, got {speed}"),
+        ));
     }
     if !crate::audio::wav::RATES.contains(&config.sample_rate) {
-        return Err(TtsSetupError::Invalid(format!(
-            "sample rate {} is outside 8000 to 48000 Hz",
-            config.sample_rate
-        )));
+        return Err(invalid(
+            "sample_rate",
+            format!(
+                "sample rate {} is outside 8000 to 48000 Hz",
+                config.sample_rate
+            ),
+        ));
     }
     let key = super::header_key(config.api_key.as_ref())?;
     let mut headers = HeaderMap::new();
