@@ -122,6 +122,56 @@ fn decode<R: Read + Seek>(reader: hound::WavReader<R>, path: &Path) -> Result<Au
     })
 }
 
+/// Where the samples of a WAV arriving through a pipe begin, and their rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipedWav {
+    /// Sample rate in Hz.
+    pub rate: u32,
+    /// Offset of the first sample byte (16-bit little-endian, mono) after the header.
+    pub data_start: usize,
+}
+
+/// Reads the header of a WAV that arrives through a pipe (`espeak-ng --stdout`), so its samples
+/// can be decoded as they come rather than after the program ends. A writer on a pipe cannot go
+/// back to fill in the lengths, so the lengths in the header are not trusted: the data runs to
+/// the end of the stream. `Ok(None)` while `bytes` ends before the header does. Only mono 16-bit
+/// integer audio at a rate in [`RATES`] is accepted (what speech programs write); the caller
+/// decodes the samples with [`super::pcm::Pcm16Decoder`].
+pub fn read_piped_wav_header(bytes: &[u8]) -> Result<Option<PipedWav>, WavError> {
+    let path = Path::new("<pipe>");
+    let mut cursor = std::io::Cursor::new(bytes);
+    let spec = match hound::WavReader::new(&mut cursor) {
+        Ok(reader) => reader.spec(),
+        // Reading from memory fails only by running out of bytes: the header goes on.
+        Err(hound::Error::IoError(_)) => return Ok(None),
+        Err(source) => {
+            return Err(WavError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let expected = "mono 16-bit integer samples at 8000 to 48000 Hz";
+    if spec.channels != 1
+        || spec.bits_per_sample != 16
+        || spec.sample_format != hound::SampleFormat::Int
+        || !RATES.contains(&spec.sample_rate)
+    {
+        return Err(WavError::Unsupported {
+            path: path.to_path_buf(),
+            found: format!(
+                "{} channel(s) of {}-bit samples at {} Hz",
+                spec.channels, spec.bits_per_sample, spec.sample_rate
+            ),
+            expected,
+        });
+    }
+    Ok(Some(PipedWav {
+        rate: spec.sample_rate,
+        data_start: cursor.position() as usize,
+    }))
+}
+
 /// Writes mono 16-bit PCM, clipping to [-1, 1].
 pub fn write_wav(path: &Path, audio: &Audio) -> Result<(), WavError> {
     let err = |source| WavError::Write {
@@ -160,6 +210,45 @@ pub fn write_wav_to<W: Write + Seek>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_piped_header_with_placeholder_lengths_gives_the_data_start() {
+        // What espeak-ng --stdout writes: RIFF and data lengths it could not fill in.
+        let mut wav = Vec::new();
+        wav.extend_from_slice(b"RIFF\x24\xf0\xff\x7fWAVEfmt ");
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+        wav.extend_from_slice(&22_050u32.to_le_bytes());
+        wav.extend_from_slice(&44_100u32.to_le_bytes());
+        wav.extend_from_slice(&2u16.to_le_bytes());
+        wav.extend_from_slice(&16u16.to_le_bytes());
+        wav.extend_from_slice(b"data\x00\xf0\xff\x7f");
+        for cut in [0, 3, 20, 43] {
+            assert_eq!(
+                read_piped_wav_header(&wav[..cut]).unwrap(),
+                None,
+                "{cut} bytes"
+            );
+        }
+        let header = PipedWav {
+            rate: 22_050,
+            data_start: 44,
+        };
+        assert_eq!(read_piped_wav_header(&wav).unwrap(), Some(header));
+        wav.extend_from_slice(&[1, 0, 2, 0]);
+        assert_eq!(read_piped_wav_header(&wav).unwrap(), Some(header));
+        assert!(matches!(
+            read_piped_wav_header(b"RIFX\0\0\0\0WAVE"),
+            Err(WavError::Unreadable { .. })
+        ));
+        wav[24..28].copy_from_slice(&96_000u32.to_le_bytes());
+        wav[28..32].copy_from_slice(&192_000u32.to_le_bytes()); // byte rate to match
+        assert!(matches!(
+            read_piped_wav_header(&wav),
+            Err(WavError::Unsupported { .. })
+        ));
+    }
 
     fn write(path: &Path, spec: hound::WavSpec, n: usize) {
         let mut w = hound::WavWriter::create(path, spec).unwrap();

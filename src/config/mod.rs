@@ -10,6 +10,7 @@ mod env;
 mod lines;
 pub mod llm;
 pub mod stt;
+pub mod tts;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, W
 pub use env::expand_env;
 pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
 pub use stt::{SttBuildError, SttConfig, SttIssue, SttProvider};
+pub use tts::{TtsBuildError, TtsConfig, TtsIssue, TtsProvider};
 
 use crate::listen::engine::EngineChoice;
 
@@ -46,6 +48,9 @@ pub struct Config {
     /// The speech-to-text service that transcribes the user; none: no STT is configured.
     #[serde(default)]
     pub stt: Option<SttConfig>,
+    /// The voice that speaks the agent's replies; none: no TTS is configured.
+    #[serde(default)]
+    pub tts: Option<TtsConfig>,
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -369,6 +374,10 @@ impl Config {
             stt.validate()
                 .map_err(|i| bad(&format!("stt.{}", i.key), i.message))?;
         }
+        if let Some(tts) = &self.tts {
+            tts.validate()
+                .map_err(|i| bad(&format!("tts.{}", i.key), i.message))?;
+        }
         Ok(())
     }
 }
@@ -505,6 +514,7 @@ mod example {
         assert!(c.agent.is_none(), "the agent example is commented out");
         assert!(c.llm.is_none(), "the llm example is commented out");
         assert!(c.stt.is_none(), "the stt example is commented out");
+        assert!(c.tts.is_none(), "the tts example is commented out");
     }
 
     /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the
@@ -526,6 +536,7 @@ mod example {
             "WEATHER_API_KEY",
             "OPENAI_API_KEY",
             "OPENAI_ORG",
+            "ELEVENLABS_API_KEY",
         ] {
             std::env::set_var(var, "example-value");
         }
@@ -609,5 +620,34 @@ mod example {
             "the example shows the default timeouts and retries"
         );
         assert!(llm.build().is_ok());
+
+        let tts = c.tts.expect("the uncommented example has a tts");
+        assert_eq!(tts.provider, super::TtsProvider::ElevenLabs);
+        let (o, d) = (
+            tts.settings().unwrap(),
+            super::TtsConfig {
+                voice: Some("v".into()),
+                api_key: tts.api_key.clone(),
+                ..super::TtsConfig::new(super::TtsProvider::ElevenLabs)
+            }
+            .settings()
+            .unwrap(),
+        );
+        let (super::tts::TtsSettings::ElevenLabs(o), super::tts::TtsSettings::ElevenLabs(d)) =
+            (o, d)
+        else {
+            panic!("elevenlabs settings expected")
+        };
+        assert_eq!(
+            (&o.base_url, &o.model, o.sample_rate),
+            (&d.base_url, &d.model, d.sample_rate),
+            "the example shows the defaults"
+        );
+        assert_eq!(
+            (o.connect_timeout, o.first_byte_timeout, o.idle_timeout),
+            (d.connect_timeout, d.first_byte_timeout, d.idle_timeout),
+            "the example shows the default timeouts"
+        );
+        assert!(tts.build().is_ok());
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! Streams are tokio channels: a provider task sends, the session receives, and dropping the
 //! receiver cancels (an interrupted reply stops its LLM and TTS that way). Implementations for
-//! real services live in submodules ([`llm`], [`stt`]); tests script these traits. [`http`] holds what
-//! every HTTP provider shares: the crate's one HTTP client, keys that cannot leak, error
-//! mapping and retries; [`ws`] is the one WebSocket client, and [`tls`] the TLS both use. Speech-to-speech models have their own trait, [`Realtime`] (in
-//! [`realtime`]).
+//! real services live in submodules ([`stt`], [`llm`], [`tts`], [`realtime`]) and [`fallback`]
+//! chains them; tests script these traits. [`http`] holds what every HTTP provider shares: the
+//! crate's one HTTP client, keys that cannot leak, error mapping and retries; [`ws`] is the one
+//! WebSocket client, and [`tls`] the TLS both use. Speech-to-speech models have their own
+//! trait, [`Realtime`].
 
 pub mod fallback;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod llm;
 pub mod realtime;
 pub mod stt;
 pub mod tls;
+pub mod tts;
 pub mod ws;
 
 use std::time::Duration;
