@@ -9,6 +9,7 @@ pub mod agent;
 mod env;
 mod lines;
 pub mod llm;
+pub mod realtime;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, WakeUpConfig};
 pub use env::expand_env;
 pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
+pub use realtime::{RealtimeBuildError, RealtimeConfig, RealtimeIssue, RealtimeProvider};
 
 use crate::listen::engine::EngineChoice;
 
@@ -41,6 +43,9 @@ pub struct Config {
     /// The language model the agent talks through; none: no LLM is configured.
     #[serde(default)]
     pub llm: Option<LlmConfig>,
+    /// The speech-to-speech model the agent talks through; none: no realtime model.
+    #[serde(default)]
+    pub realtime: Option<RealtimeConfig>,
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -360,6 +365,11 @@ impl Config {
             llm.validate()
                 .map_err(|i| bad(&format!("llm.{}", i.key), i.message))?;
         }
+        if let Some(realtime) = &self.realtime {
+            realtime
+                .validate()
+                .map_err(|i| bad(&format!("realtime.{}", i.key), i.message))?;
+        }
         Ok(())
     }
 }
@@ -495,6 +505,7 @@ mod example {
         assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
         assert!(c.agent.is_none(), "the agent example is commented out");
         assert!(c.llm.is_none(), "the llm example is commented out");
+        assert!(c.realtime.is_none(), "the realtime example is commented out");
     }
 
     /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the
