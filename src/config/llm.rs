@@ -374,7 +374,10 @@ mod tests {
         };
         assert_eq!(
             msg("anthropic"),
-            Err("hark.toml:4: llm.temperature: expected a temperature between 0 and 1, got 1.5".into())
+            Err(
+                "hark.toml:4: llm.temperature: expected a temperature between 0 and 1, got 1.5"
+                    .into()
+            )
         );
         assert_eq!(msg("openai"), Ok(()));
         assert_eq!(msg("gemini"), Ok(()));

@@ -9,6 +9,7 @@ pub mod agent;
 mod env;
 mod lines;
 pub mod llm;
+pub mod realtime;
 pub mod stt;
 pub mod tts;
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, WakeUpConfig};
 pub use env::expand_env;
 pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
+pub use realtime::{RealtimeBuildError, RealtimeConfig, RealtimeIssue, RealtimeProvider};
 pub use stt::{SttBuildError, SttConfig, SttIssue, SttProvider};
 pub use tts::{TtsBuildError, TtsConfig, TtsIssue, TtsProvider};
 
@@ -51,6 +53,9 @@ pub struct Config {
     /// The voice that speaks the agent's replies; none: no TTS is configured.
     #[serde(default)]
     pub tts: Option<TtsConfig>,
+    /// The speech-to-speech model the agent talks through; none: no realtime model.
+    #[serde(default)]
+    pub realtime: Option<RealtimeConfig>,
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -378,6 +383,11 @@ impl Config {
             tts.validate()
                 .map_err(|i| bad(&format!("tts.{}", i.key), i.message))?;
         }
+        if let Some(realtime) = &self.realtime {
+            realtime
+                .validate()
+                .map_err(|i| bad(&format!("realtime.{}", i.key), i.message))?;
+        }
         Ok(())
     }
 }
@@ -515,6 +525,10 @@ mod example {
         assert!(c.llm.is_none(), "the llm example is commented out");
         assert!(c.stt.is_none(), "the stt example is commented out");
         assert!(c.tts.is_none(), "the tts example is commented out");
+        assert!(
+            c.realtime.is_none(),
+            "the realtime example is commented out"
+        );
     }
 
     /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the

@@ -324,7 +324,9 @@ impl Answer for MessageStream {
                 _ => {}
             },
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } if !text.is_empty() => out.push(LlmEvent::Text(text)),
+                BlockDelta::TextDelta { text } if !text.is_empty() => {
+                    out.push(LlmEvent::Text(text))
+                }
                 BlockDelta::InputJsonDelta { partial_json } => {
                     match self.calls.iter_mut().find(|c| c.index == index) {
                         Some(call) => call.json.push_str(&partial_json),
@@ -540,7 +542,10 @@ mod tests {
         let mut ctx = ChatContext::new();
         let img = ImageContent::inline(vec![1u8, 2, 3], "image/png");
         ctx.add_message(ChatRole::Assistant, vec!["".into(), img.clone().into()]);
-        ctx.add_message(ChatRole::User, vec![img.into(), "  ".into(), "this?".into()]);
+        ctx.add_message(
+            ChatRole::User,
+            vec![img.into(), "  ".into(), "this?".into()],
+        );
         let (system, turns) = messages(&ctx);
         assert_eq!(system, None);
         assert_eq!(

@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::client::{
-    arguments_object, join_url, new_call_id, stream_error_message, Answer, Endpoint,
-    HttpLlmConfig, HttpLlmError, KeyHeader, Route, Turns, GENERATED_CALL_ID,
+    arguments_object, join_url, new_call_id, stream_error_message, Answer, Endpoint, HttpLlmConfig,
+    HttpLlmError, KeyHeader, Route, Turns, GENERATED_CALL_ID,
 };
 use super::sse::SseEvent;
 use crate::agent::context::{ChatContent, ChatContext, ChatItem, ChatRole, ImageSource};
@@ -211,7 +211,9 @@ fn contents(context: &ChatContext, signatures: &Signatures) -> (Option<String>, 
                 match known {
                     Some(signature) => part["thoughtSignature"] = json!(signature),
                     // Only the first call of a step carries the signature.
-                    None if first_of_turn => part["thoughtSignature"] = json!(PLACEHOLDER_SIGNATURE),
+                    None if first_of_turn => {
+                        part["thoughtSignature"] = json!(PLACEHOLDER_SIGNATURE)
+                    }
                     None => {}
                 }
                 turns.push("model", part);
@@ -551,10 +553,12 @@ mod tests {
         let mut s = stream();
         let out = feed_all(
             &mut s,
-            &[json!({"candidates": [{"content": {"role": "model", "parts": [
+            &[
+                json!({"candidates": [{"content": {"role": "model", "parts": [
                 {"functionCall": {"name": "hang_up"}, "thoughtSignature": "c2ln"},
                 {"text": "thinking...", "thought": true},
-            ]}, "finishReason": "STOP"}]})],
+            ]}, "finishReason": "STOP"}]}),
+            ],
         )
         .unwrap();
         let [LlmEvent::ToolCall(c)] = &out[..] else {
@@ -616,7 +620,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e,
-            ProviderError::Protocol("the prompt was blocked (blockReason PROHIBITED_CONTENT)".into())
+            ProviderError::Protocol(
+                "the prompt was blocked (blockReason PROHIBITED_CONTENT)".into()
+            )
         );
         let e = feed_all(&mut stream(), &[json!({"candidates": []})]).unwrap_err();
         assert!(matches!(e, ProviderError::Unavailable(_)), "{e:?}");

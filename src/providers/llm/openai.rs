@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::client::{
-    join_url, new_call_id, stream_error_message, Answer, Endpoint, HttpLlmConfig, HttpLlmError, KeyHeader, Route,
+    join_url, new_call_id, stream_error_message, Answer, Endpoint, HttpLlmConfig, HttpLlmError,
+    KeyHeader, Route,
 };
 use super::sse::SseEvent;
 use crate::agent::context::{ChatContent, ChatContext, ChatItem, ChatMessage, ChatRole};

@@ -24,6 +24,12 @@
 //! interrupted, and knows how much audio was really played), so adapters configure the service
 //! not to cut its own answers when it hears the user where the protocol allows (OpenAI
 //! `turn_detection.interrupt_response: false`) and report the user's speech instead.
+//!
+//! The adapters: [`openai`] (OpenAI Realtime over WebSocket) and [`gemini`] (Gemini Live).
+
+pub mod gemini;
+pub mod openai;
+mod wire;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
