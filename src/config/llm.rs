@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::providers::fallback::{FallbackLlm, FallbackPolicy};
+
 use crate::providers::http::{ApiKey, RetryPolicy};
 use crate::providers::llm::{anthropic, gemini, openai};
 use crate::providers::llm::{AnthropicLlm, GeminiLlm, HttpLlmConfig, HttpLlmError, OpenAiLlm};
@@ -95,6 +97,11 @@ pub struct LlmConfig {
     /// Extra headers sent with every request; values are secrets, never logged.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Providers to switch to, in order, when this one fails (see
+    /// [`crate::providers::fallback`]): tables with the same keys as this section
+    /// (`[[llm.fallback]]`), without fallbacks of their own.
+    #[serde(default)]
+    pub fallback: Vec<LlmConfig>,
 }
 
 // Hand-written so header values can never reach a log line (the key redacts itself).
@@ -112,6 +119,7 @@ impl std::fmt::Debug for LlmConfig {
             .field("first_byte_timeout", &self.first_byte_timeout)
             .field("max_attempts", &self.max_attempts)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("fallback", &self.fallback)
             .finish()
     }
 }
@@ -172,13 +180,25 @@ impl LlmConfig {
             first_byte_timeout: Self::default_first_byte_timeout(),
             max_attempts: Self::default_max_attempts(),
             headers: BTreeMap::new(),
+            fallback: Vec::new(),
         }
     }
 
     /// Checks what serde cannot (ranges, the URL, header names) without building anything, so
     /// loading the file catches mistakes before a session starts.
     pub fn validate(&self) -> Result<(), LlmIssue> {
-        self.provider_config().map(drop)
+        self.provider_config()?;
+        for (i, f) in self.fallback.iter().enumerate() {
+            if !f.fallback.is_empty() {
+                return Err(issue(
+                    &format!("fallback[{i}].fallback"),
+                    "a fallback has no fallbacks of its own: list them all, in order, under the section",
+                ));
+            }
+            f.validate()
+                .map_err(|e| issue(&format!("fallback[{i}].{}", e.key), e.message))?;
+        }
+        Ok(())
     }
 
     /// The provider this section describes.
@@ -189,6 +209,22 @@ impl LlmConfig {
             LlmProvider::Anthropic => Arc::new(AnthropicLlm::new(config)?),
             LlmProvider::Gemini => Arc::new(GeminiLlm::new(config)?),
         })
+    }
+
+    /// This provider, or, when the section lists fallbacks, a [`FallbackLlm`] over it and them
+    /// with `policy`.
+    pub fn build_chain(&self, policy: FallbackPolicy) -> Result<Arc<dyn Llm>, LlmBuildError> {
+        let primary = self.build()?;
+        if self.fallback.is_empty() {
+            return Ok(primary);
+        }
+        let mut chain = vec![primary];
+        for f in &self.fallback {
+            chain.push(f.build()?);
+        }
+        Ok(Arc::new(
+            FallbackLlm::new(chain, policy).expect("the chain holds the primary"),
+        ))
     }
 
     /// The provider's settings from this section, checked, with the provider's defaults.

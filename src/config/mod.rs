@@ -14,6 +14,7 @@ pub mod stt;
 pub mod tts;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -25,6 +26,7 @@ pub use stt::{SttBuildError, SttConfig, SttIssue, SttProvider};
 pub use tts::{TtsBuildError, TtsConfig, TtsIssue, TtsProvider};
 
 use crate::listen::engine::EngineChoice;
+use crate::providers::fallback::FallbackPolicy;
 
 /// Where the config comes from when `--config` is not given.
 pub const ENV_CONFIG: &str = "HARK_CONFIG";
@@ -56,6 +58,93 @@ pub struct Config {
     /// The speech-to-speech model the agent talks through; none: no realtime model.
     #[serde(default)]
     pub realtime: Option<RealtimeConfig>,
+    /// How `fallback` lists in `[stt]`, `[llm]` and `[tts]` behave.
+    #[serde(default)]
+    pub fallback: FallbackConfig,
+}
+
+/// `[fallback]`: when a failed provider is tried again and when it is given up on, for every
+/// section's `fallback` list (spec/30 §8 defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Seconds a failed provider rests before a new request may try it again.
+    #[serde(default = "FallbackConfig::default_cooldown")]
+    pub cooldown: f64,
+    /// Consecutive failures after which a provider is not tried again until restart.
+    #[serde(default = "FallbackConfig::default_max_failures")]
+    pub max_failures: u32,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            cooldown: Self::default_cooldown(),
+            max_failures: Self::default_max_failures(),
+        }
+    }
+}
+
+impl FallbackConfig {
+    fn default_cooldown() -> f64 {
+        FallbackPolicy::default().cooldown.as_secs_f64()
+    }
+    fn default_max_failures() -> u32 {
+        FallbackPolicy::default().max_failures
+    }
+
+    /// The policy; the values were checked when the file was loaded.
+    pub fn policy(&self) -> FallbackPolicy {
+        FallbackPolicy {
+            cooldown: Duration::try_from_secs_f64(self.cooldown).unwrap_or_default(),
+            max_failures: self.max_failures,
+        }
+    }
+}
+
+/// A configured provider that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvidersError {
+    /// `[stt]`.
+    #[error(transparent)]
+    Stt(#[from] SttBuildError),
+    /// `[llm]`.
+    #[error(transparent)]
+    Llm(#[from] LlmBuildError),
+    /// `[tts]`.
+    #[error(transparent)]
+    Tts(#[from] TtsBuildError),
+    /// `[realtime]`.
+    #[error(transparent)]
+    Realtime(#[from] RealtimeBuildError),
+}
+
+impl Config {
+    /// The providers the `[stt]`, `[llm]`, `[tts]` and `[realtime]` sections describe, each
+    /// with its fallback chain, for a session whose front end is `[listen]`.
+    pub fn providers(&self) -> Result<crate::session::Providers, ProvidersError> {
+        let policy = self.fallback.policy();
+        Ok(crate::session::Providers {
+            stt: self
+                .stt
+                .as_ref()
+                .map(|c| c.build_chain(policy))
+                .transpose()?,
+            llm: self
+                .llm
+                .as_ref()
+                .map(|c| c.build_chain(policy))
+                .transpose()?,
+            tts: self
+                .tts
+                .as_ref()
+                .map(|c| c.build_chain(policy))
+                .transpose()?,
+            realtime: self.realtime.as_ref().map(|c| c.build()).transpose()?,
+            turn_detector: self.listen.turn.enabled,
+            vad: true,
+        })
+    }
 }
 
 /// `[models]`: model lookup and engine selection shared by all on-device models.
@@ -383,6 +472,21 @@ impl Config {
             tts.validate()
                 .map_err(|i| bad(&format!("tts.{}", i.key), i.message))?;
         }
+        if !(self.fallback.cooldown >= 0.0 && self.fallback.cooldown <= 86_400.0) {
+            return Err(bad(
+                "fallback.cooldown",
+                format!(
+                    "expected seconds from 0 to 86400, got {}",
+                    self.fallback.cooldown
+                ),
+            ));
+        }
+        if self.fallback.max_failures == 0 {
+            return Err(bad(
+                "fallback.max_failures",
+                "expected at least 1 failure, got 0".into(),
+            ));
+        }
         if let Some(realtime) = &self.realtime {
             realtime
                 .validate()
@@ -398,6 +502,59 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("hark.toml"))
+    }
+
+    #[test]
+    fn fallback_lists_build_chains_with_the_fallback_policy() {
+        let c = parse(
+            "[fallback]\ncooldown = 30\n\
+             [stt]\nprovider = \"deepgram\"\napi_key = \"k\"\n\
+             [[stt.fallback]]\nprovider = \"openai\"\nbase_url = \"http://10.0.0.5:8000/v1\"\n\
+             [llm]\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\n\
+             [[llm.fallback]]\nprovider = \"anthropic\"\nmodel = \"claude-haiku-4-5\"\n\
+             [[llm.fallback]]\nprovider = \"openai\"\nbase_url = \"http://10.0.0.5:11434/v1\"\nmodel = \"llama3.2\"\n\
+             [tts]\nprovider = \"openai\"\n\
+             [[tts.fallback]]\nprovider = \"espeak\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.fallback.policy().cooldown,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(c.fallback.policy().max_failures, 3);
+        let p = c.providers().unwrap();
+        assert_eq!(p.stt.unwrap().label(), "fallback-stt(deepgram,openai)");
+        assert_eq!(
+            p.llm.unwrap().label(),
+            "fallback-llm(openai,anthropic,openai)"
+        );
+        let tts = p.tts.unwrap();
+        assert_eq!(tts.label(), "fallback-tts(openai,espeak)");
+        assert_eq!(tts.sample_rate(), 24_000, "the primary's rate");
+        assert!(p.realtime.is_none());
+        // Without a list, the provider itself.
+        let c = parse("[llm]\nprovider = \"openai\"\nmodel = \"m\"\n").unwrap();
+        assert_eq!(c.providers().unwrap().llm.unwrap().label(), "openai");
+    }
+
+    #[test]
+    fn fallback_mistakes_name_the_line_and_the_entry() {
+        let msg = |t: &str| parse(t).unwrap_err().to_string();
+        assert_eq!(
+            msg("[llm]\nprovider = \"openai\"\nmodel = \"m\"\n\
+                 [[llm.fallback]]\nprovider = \"openai\"\nmodel = \"n\"\ntemperature = 5.0\n"),
+            "hark.toml:7: llm.fallback[0].temperature: expected a temperature between 0 and 2, got 5"
+        );
+        assert!(msg(
+            "[tts]\nprovider = \"espeak\"\n[[tts.fallback]]\nprovider = \"espeak\"\n\
+             [[tts.fallback.fallback]]\nprovider = \"espeak\"\n"
+        )
+        .contains("tts.fallback[0].fallback: a fallback has no fallbacks of its own"));
+        assert_eq!(
+            msg("[fallback]\nmax_failures = 0\n"),
+            "hark.toml:2: fallback.max_failures: expected at least 1 failure, got 0"
+        );
+        assert!(msg("[fallback]\ncooldown = -1\n").starts_with("hark.toml:2: fallback.cooldown"));
     }
 
     #[test]
@@ -596,7 +753,18 @@ mod example {
         assert_eq!(stdio.session_timeout_s, 5.0);
         assert!(stdio.cwd.is_some() && !stdio.env.is_empty());
 
+        assert_eq!(
+            c.fallback,
+            super::FallbackConfig::default(),
+            "the example states the defaults"
+        );
         let llm = c.llm.expect("the uncommented example has an llm");
+        assert_eq!(llm.fallback.len(), 1);
+        assert_eq!(llm.fallback[0].model, "llama3.2");
+        assert_eq!(
+            c.tts.as_ref().map(|t| t.fallback[0].provider),
+            Some(super::TtsProvider::Espeak)
+        );
         assert_eq!(llm.provider, super::LlmProvider::OpenAi);
         assert_eq!(llm.model, "gpt-4o-mini");
         assert_eq!(

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::providers::fallback::{FallbackPolicy, FallbackStt};
+
 use crate::audio::wav::RATES;
 use crate::providers::http::{ApiKey, RetryPolicy};
 use crate::providers::stt::{
@@ -98,6 +100,11 @@ pub struct SttConfig {
     /// openai: the longest utterance kept, in seconds (older audio is dropped); default 30.
     #[serde(default)]
     pub max_utterance: Option<f64>,
+    /// Providers to switch to, in order, when this one fails (see
+    /// [`crate::providers::fallback`]): tables with the same keys as this section
+    /// (`[[stt.fallback]]`), without fallbacks of their own.
+    #[serde(default)]
+    pub fallback: Vec<SttConfig>,
 }
 
 /// A rule an `[stt]` section breaks, found after it was read.
@@ -169,13 +176,25 @@ impl SttConfig {
             format_turns: None,
             prompt: None,
             max_utterance: None,
+            fallback: Vec::new(),
         }
     }
 
     /// Checks what serde cannot (ranges, the URL, keys meant for another provider) without
     /// building anything, so loading the file catches mistakes before a session starts.
     pub fn validate(&self) -> Result<(), SttIssue> {
-        self.settings().map(drop)
+        self.settings()?;
+        for (i, f) in self.fallback.iter().enumerate() {
+            if !f.fallback.is_empty() {
+                return Err(issue(
+                    &format!("fallback[{i}].fallback"),
+                    "a fallback has no fallbacks of its own: list them all, in order, under the section",
+                ));
+            }
+            f.validate()
+                .map_err(|e| issue(&format!("fallback[{i}].{}", e.key), e.message))?;
+        }
+        Ok(())
     }
 
     /// The provider this section describes. The fallback wrapper can hold it as is.
@@ -185,6 +204,22 @@ impl SttConfig {
             SttSettings::OpenAi(c) => Arc::new(OpenAiStt::new(c)?),
             SttSettings::AssemblyAi(c) => Arc::new(AssemblyAiStt::new(c)?),
         })
+    }
+
+    /// This provider, or, when the section lists fallbacks, a [`FallbackStt`] over it and them
+    /// with `policy`.
+    pub fn build_chain(&self, policy: FallbackPolicy) -> Result<Arc<dyn Stt>, SttBuildError> {
+        let primary = self.build()?;
+        if self.fallback.is_empty() {
+            return Ok(primary);
+        }
+        let mut chain = vec![primary];
+        for f in &self.fallback {
+            chain.push(f.build()?);
+        }
+        Ok(Arc::new(
+            FallbackStt::new(chain, policy).expect("the chain holds the primary"),
+        ))
     }
 
     /// The chosen provider's settings from this section.

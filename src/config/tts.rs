@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::providers::fallback::{FallbackPolicy, FallbackTts};
+
 use crate::providers::http::{ApiKey, RetryPolicy};
 use crate::providers::tts::{
     cartesia, elevenlabs, espeak, openai, CartesiaConfig, CartesiaTts, ElevenLabsConfig,
@@ -117,6 +119,11 @@ pub struct TtsConfig {
     /// (1 = no retry).
     #[serde(default = "TtsConfig::default_max_attempts")]
     pub max_attempts: u32,
+    /// Providers to switch to, in order, when this one fails (see
+    /// [`crate::providers::fallback`]): tables with the same keys as this section
+    /// (`[[tts.fallback]]`), without fallbacks of their own.
+    #[serde(default)]
+    pub fallback: Vec<TtsConfig>,
 }
 
 /// A rule a `[tts]` section breaks, found after it was read.
@@ -195,13 +202,25 @@ impl TtsConfig {
             connect_timeout: Self::default_connect_timeout(),
             first_byte_timeout: Self::default_first_byte_timeout(),
             max_attempts: Self::default_max_attempts(),
+            fallback: Vec::new(),
         }
     }
 
     /// Checks what serde cannot (ranges, URLs, which keys the provider reads) without building
     /// anything, so loading the file catches mistakes before a session starts.
     pub fn validate(&self) -> Result<(), TtsIssue> {
-        self.settings().map(drop)
+        self.settings()?;
+        for (i, f) in self.fallback.iter().enumerate() {
+            if !f.fallback.is_empty() {
+                return Err(issue(
+                    &format!("fallback[{i}].fallback"),
+                    "a fallback has no fallbacks of its own: list them all, in order, under the section",
+                ));
+            }
+            f.validate()
+                .map_err(|e| issue(&format!("fallback[{i}].{}", e.key), e.message))?;
+        }
+        Ok(())
     }
 
     /// The provider this section describes.
@@ -212,6 +231,22 @@ impl TtsConfig {
             TtsSettings::Cartesia(c) => Arc::new(CartesiaTts::new(c)?),
             TtsSettings::Espeak(c) => Arc::new(EspeakTts::new(c)?),
         })
+    }
+
+    /// This provider, or, when the section lists fallbacks, a [`FallbackTts`] over it and them
+    /// with `policy`.
+    pub fn build_chain(&self, policy: FallbackPolicy) -> Result<Arc<dyn Tts>, TtsBuildError> {
+        let primary = self.build()?;
+        if self.fallback.is_empty() {
+            return Ok(primary);
+        }
+        let mut chain = vec![primary];
+        for f in &self.fallback {
+            chain.push(f.build()?);
+        }
+        Ok(Arc::new(
+            FallbackTts::new(chain, policy).expect("the chain holds the primary"),
+        ))
     }
 
     /// The chosen provider's settings from this section, checked.
