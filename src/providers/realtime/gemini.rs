@@ -525,10 +525,8 @@ impl Connection {
             if step.is_err() {
                 break;
             }
-            if self.go_away && self.idle() {
-                if self.reconnect().await.is_err() {
-                    break;
-                }
+            if self.go_away && self.idle() && self.reconnect().await.is_err() {
+                break;
             }
             self.rearm();
         }
