@@ -91,7 +91,8 @@ async fn collect(session: &mut SttSession) -> Vec<SttEvent> {
     out
 }
 
-#[tokio::test]
+// Paused: a server that never answers the close message is given up on after 5 s.
+#[tokio::test(start_paused = true)]
 async fn connects_with_the_documented_url_query_and_token() {
     let server = WsTestServer::start(vec![vec![]]).await;
     let stt = DeepgramStt::new(DeepgramConfig {
