@@ -708,6 +708,7 @@ mod example {
             "OPENAI_API_KEY",
             "OPENAI_ORG",
             "ELEVENLABS_API_KEY",
+            "DEEPGRAM_API_KEY",
         ] {
             std::env::set_var(var, "example-value");
         }
@@ -831,5 +832,26 @@ mod example {
             "the example shows the default timeouts"
         );
         assert!(tts.build().is_ok());
+        let stt = c.stt.expect("the uncommented example has an stt");
+        let deepgram = |c: &super::SttConfig| match c.settings().unwrap() {
+            super::stt::SttSettings::Deepgram(d) => d,
+            other => panic!("{other:?}"),
+        };
+        let (o, d) = (
+            deepgram(&stt),
+            deepgram(&super::SttConfig::new(super::SttProvider::Deepgram)),
+        );
+        assert_eq!(
+            (&o.url, &o.model, o.sample_rate, o.endpointing),
+            (&d.url, &d.model, d.sample_rate, d.endpointing),
+            "the example shows the default URL, model, rate and endpointing"
+        );
+        assert_eq!(
+            (o.connect_timeout, o.idle_timeout, o.retry),
+            (d.connect_timeout, d.idle_timeout, d.retry),
+            "the example shows the default timeouts and retries"
+        );
+        assert_eq!(o.language.as_deref(), Some("en"));
+        assert!(stt.build().is_ok());
     }
 }

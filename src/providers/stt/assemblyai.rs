@@ -254,9 +254,12 @@ impl Protocol {
             if self.format_turns && !turn.turn_is_formatted {
                 return; // the formatted version follows
             }
-            let confidences: Vec<f32> = turn.words.iter().filter_map(|w| w.confidence).collect();
-            let confidence = (!confidences.is_empty())
-                .then(|| confidences.iter().sum::<f32>() / confidences.len() as f32);
+            let (sum, n) = turn
+                .words
+                .iter()
+                .filter_map(|w| w.confidence)
+                .fold((0.0f64, 0usize), |(s, n), c| (s + c as f64, n + 1));
+            let confidence = (n > 0).then(|| (sum / n as f64) as f32);
             out.push(SttEvent::Final {
                 text: text.to_owned(),
                 confidence,

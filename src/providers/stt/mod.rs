@@ -5,10 +5,10 @@
 //! one `audio/transcriptions` request per utterance, which also serves LAN whisper servers.
 //!
 //! The two streaming providers share the machinery here and differ only in their
-//! [`StreamProtocol`]: URL, messages and close codes. The audio path ([`SttInput::push_audio`])
+//! `StreamProtocol`: URL, messages and close codes. The audio path ([`SttInput::push_audio`])
 //! converts samples to PCM16 into fixed-size frames and hands each full frame to the socket's
-//! writer task with `try_reserve`: it never waits, and once the frame buffers have gone round
-//! once it never allocates (frames come back to the input for reuse). When the service falls
+//! writer task with `try_reserve`: it never waits, and once its frame buffers and queue have gone
+//! round it never allocates (sent frames come back to the input for reuse). When the service falls
 //! behind and the queue is full, frames are dropped and counted, and a warning says how much
 //! audio was lost, at most once a second. A reader task turns the service's messages into
 //! [`SttEvent`]s; a stream that goes quiet (no message and no answer to our WebSocket pings for

@@ -300,7 +300,7 @@ impl Inner {
             let _ = spares.try_send(pcm);
             let Some(wav) = wav else { continue };
             let result = tokio::select! {
-                r = self.transcribe(&wav) => r,
+                r = self.transcribe(wav) => r,
                 _ = tx.closed() => return,
             };
             match result {
@@ -367,12 +367,14 @@ impl Inner {
         }
     }
 
-    /// One utterance's transcript, retrying what may be retried.
-    async fn transcribe(&self, wav: &[u8]) -> Result<String, ProviderError> {
+    /// One utterance's transcript, retrying what may be retried. The WAV is dropped once it
+    /// is in the body, so an utterance is held once while it is being sent.
+    async fn transcribe(&self, wav: Vec<u8>) -> Result<String, ProviderError> {
         let boundary = boundary();
-        let body = Bytes::from(multipart_body(&boundary, &self.fields, wav));
+        let seconds = wav.len().saturating_sub(44) as f64 / (2.0 * self.rate as f64);
+        let body = Bytes::from(multipart_body(&boundary, &self.fields, &wav));
+        drop(wav);
         let content_type = format!("multipart/form-data; boundary={boundary}");
-        let seconds = (wav.len() - 44) as f64 / (2.0 * self.rate as f64);
         tracing::debug!(provider = LABEL, seconds, "transcription request");
         let mut attempt = 1;
         loop {
