@@ -328,6 +328,7 @@ async fn collect(mut stream: AudioStream) -> (Vec<f32>, Option<ProviderError>) {
 
 #[tokio::test]
 async fn sends_the_url_key_and_one_context_of_requests_as_cartesia_specifies() {
+    logs();
     let (a, b) = (pattern(480, 1), pattern(331, 2));
     let mut server = CartesiaTtsTestServer::start(vec![vec![
         Step::Recv,
@@ -388,6 +389,7 @@ async fn sends_the_url_key_and_one_context_of_requests_as_cartesia_specifies() {
 
 #[tokio::test]
 async fn audio_streams_while_the_text_is_still_coming() {
+    logs();
     let (a, b) = (pattern(200, 3), pattern(200, 4));
     let server = CartesiaTtsTestServer::start(vec![vec![
         Step::Recv,
@@ -416,6 +418,7 @@ async fn audio_streams_while_the_text_is_still_coming() {
 
 #[tokio::test]
 async fn odd_byte_chunks_are_reassembled_and_other_contexts_are_ignored() {
+    logs();
     let a = pattern(700, 5);
     let bytes = bytes_of(&a);
     let mut steps = vec![Step::RecvEnd, Step::OtherContextChunk(vec![1, 2, 3, 4])];
@@ -443,6 +446,7 @@ async fn odd_byte_chunks_are_reassembled_and_other_contexts_are_ignored() {
 
 #[tokio::test]
 async fn refusals_map_like_http_statuses() {
+    logs();
     let refuse = |status, headers: Vec<(&'static str, String)>| Step::Refuse {
         status,
         headers,
@@ -473,6 +477,7 @@ async fn refusals_map_like_http_statuses() {
 
 #[tokio::test]
 async fn error_messages_of_both_api_versions_end_the_stream() {
+    logs();
     let a = pattern(50, 6);
     let server = CartesiaTtsTestServer::start(vec![
         vec![
@@ -519,6 +524,7 @@ async fn error_messages_of_both_api_versions_end_the_stream() {
 
 #[tokio::test]
 async fn malformed_json_a_cut_and_a_close_code_are_errors() {
+    logs();
     let a = pattern(40, 7);
     let server = CartesiaTtsTestServer::start(vec![
         vec![
@@ -550,6 +556,7 @@ async fn malformed_json_a_cut_and_a_close_code_are_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_context_times_out() {
+    logs();
     let a = pattern(40, 8);
     let server = CartesiaTtsTestServer::start(vec![vec![
         Step::RecvEnd,
@@ -575,6 +582,7 @@ async fn a_stalled_context_times_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_upgrade_times_out_at_the_connect_deadline() {
+    logs();
     // Accepts TCP, never answers the upgrade.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tts = CartesiaTts::new(CartesiaConfig {
@@ -595,6 +603,7 @@ async fn a_silent_upgrade_times_out_at_the_connect_deadline() {
 
 #[tokio::test]
 async fn dropping_the_stream_cancels_the_context_and_closes_the_socket() {
+    logs();
     let a = pattern(40, 9);
     let mut server = CartesiaTtsTestServer::start(vec![vec![
         Step::Recv,
@@ -642,15 +651,26 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
+/// Every log line of this test binary. The subscriber is global, and every test calls this
+/// first, so it is in place before any provider code runs on any test thread (a thread-scoped
+/// subscriber can miss events when another thread registers a log call site first).
+fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        logs
+    })
+}
+
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = logs();
 
     let server = CartesiaTtsTestServer::start(vec![
         vec![Step::Refuse {
@@ -685,6 +705,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
             .any(|s| s.contains("HTTP 402: key *** has no credits")),
         "{shown:?}"
     );
+    // All tests' lines so far: none may hold the key.
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("TTS"),

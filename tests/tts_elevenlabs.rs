@@ -305,6 +305,7 @@ async fn collect(mut stream: AudioStream) -> (Vec<f32>, Option<ProviderError>) {
 
 #[tokio::test]
 async fn sends_the_url_key_settings_and_sentences_as_stream_input_specifies() {
+    logs();
     let (a, b) = (pattern(480, 1), pattern(333, 2));
     let mut server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
@@ -361,6 +362,7 @@ async fn sends_the_url_key_settings_and_sentences_as_stream_input_specifies() {
 
 #[tokio::test]
 async fn audio_streams_while_the_text_is_still_coming_and_the_end_follows_the_last_sentence() {
+    logs();
     let (a, b) = (pattern(240, 3), pattern(240, 4));
     let server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
@@ -397,6 +399,7 @@ async fn audio_streams_while_the_text_is_still_coming_and_the_end_follows_the_la
 
 #[tokio::test]
 async fn samples_split_across_messages_at_odd_byte_counts_are_reassembled() {
+    logs();
     let a = pattern(1000, 5);
     let bytes = bytes_of(&a);
     // Pieces of odd length: every message but the last ends in half a sample; one piece
@@ -431,6 +434,7 @@ async fn samples_split_across_messages_at_odd_byte_counts_are_reassembled() {
 
 #[tokio::test]
 async fn a_refused_key_is_auth() {
+    logs();
     let server = StreamInputTestServer::start(vec![vec![Step::Refuse {
         status: 401,
         headers: vec![],
@@ -447,6 +451,7 @@ async fn a_refused_key_is_auth() {
 
 #[tokio::test]
 async fn rate_limited_carries_retry_after_and_server_errors_are_unavailable() {
+    logs();
     let server = StreamInputTestServer::start(vec![
         vec![Step::Refuse {
             status: 429,
@@ -475,6 +480,7 @@ async fn rate_limited_carries_retry_after_and_server_errors_are_unavailable() {
 
 #[tokio::test]
 async fn an_error_message_from_the_service_ends_the_stream_after_the_audio_before_it() {
+    logs();
     let a = pattern(100, 6);
     let server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
@@ -504,6 +510,7 @@ async fn an_error_message_from_the_service_ends_the_stream_after_the_audio_befor
 
 #[tokio::test]
 async fn a_close_frame_without_a_message_is_mapped_by_its_code() {
+    logs();
     let server = StreamInputTestServer::start(vec![
         vec![Step::Recv, Step::Close(1008, "Invalid API key")],
         vec![Step::Recv, Step::Close(1011, "internal error")],
@@ -523,6 +530,7 @@ async fn a_close_frame_without_a_message_is_mapped_by_its_code() {
 
 #[tokio::test]
 async fn malformed_json_is_a_protocol_error() {
+    logs();
     let server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
         Step::Recv,
@@ -540,6 +548,7 @@ async fn malformed_json_is_a_protocol_error() {
 
 #[tokio::test]
 async fn a_connection_cut_mid_stream_is_unavailable_after_the_audio_delivered() {
+    logs();
     let a = pattern(64, 7);
     let server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
@@ -555,6 +564,7 @@ async fn a_connection_cut_mid_stream_is_unavailable_after_the_audio_delivered() 
 
 #[tokio::test(start_paused = true)]
 async fn a_stall_after_the_text_ends_times_out() {
+    logs();
     let a = pattern(64, 8);
     let server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
@@ -585,6 +595,7 @@ async fn a_stall_after_the_text_ends_times_out() {
 
 #[tokio::test(start_paused = true)]
 async fn no_audio_for_a_sentence_times_out_at_the_first_byte_deadline() {
+    logs();
     let server = StreamInputTestServer::start(vec![vec![Step::Recv, Step::Recv, Step::Hold]]).await;
     let tts = ElevenLabsTts::new(ElevenLabsConfig {
         first_byte_timeout: Duration::from_secs(4),
@@ -602,6 +613,7 @@ async fn no_audio_for_a_sentence_times_out_at_the_first_byte_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_for_text_is_not_a_stall_and_keeps_the_socket_open() {
+    logs();
     let a = pattern(64, 9);
     let server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
@@ -641,6 +653,7 @@ async fn waiting_for_text_is_not_a_stall_and_keeps_the_socket_open() {
 
 #[tokio::test]
 async fn dropping_the_stream_closes_the_socket() {
+    logs();
     let a = pattern(64, 10);
     let mut server = StreamInputTestServer::start(vec![vec![
         Step::Recv,
@@ -692,15 +705,26 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
+/// Every log line of this test binary. The subscriber is global, and every test calls this
+/// first, so it is in place before any provider code runs on any test thread (a thread-scoped
+/// subscriber can miss events when another thread registers a log call site first).
+fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        logs
+    })
+}
+
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = logs();
 
     // Every way a service can echo the key back: a refused upgrade, an error message, a close
     // frame's reason.
@@ -741,6 +765,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
         "{shown:?}"
     );
     assert!(shown.iter().any(|s| s.contains("(4000): ***")), "{shown:?}");
+    // All tests' lines so far: none may hold the key.
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("TTS"),
