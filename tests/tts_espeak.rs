@@ -171,7 +171,7 @@ fn alive(pid: &Path) -> bool {
     };
     // A killed child is reaped by tokio; its /proc entry goes with it.
     std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .map(|stat| !stat.split(' ').nth(2).is_some_and(|state| state == "Z"))
+        .map(|stat| stat.split(' ').nth(2).is_none_or(|state| state != "Z"))
         .unwrap_or(false)
 }
 
