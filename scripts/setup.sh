@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 test_deps=0
 [[ "${1:-}" == "--test" ]] && test_deps=1
 
-packages=(gcc libc6-dev python3 python3-pip fonts-dejavu-core ca-certificates)
+# espeak-ng: the offline voice ([tts] provider = "espeak"), so the device can speak without network.
+packages=(gcc libc6-dev python3 python3-pip fonts-dejavu-core ca-certificates espeak-ng)
 if (( test_deps )); then
   packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 fi

@@ -197,17 +197,18 @@ impl EspeakTts {
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
-        // The text is written while the audio is read, so neither pipe can fill and block.
+        // The text is written and the complaints read beside the audio, so no pipe can fill
+        // and block the program; both end with it (or are stopped when this run ends).
         let input = sentence.as_bytes().to_vec();
-        let write = async move {
+        let _writer = AbortOnDrop(tokio::spawn(async move {
             let _ = stdin.write_all(&input).await;
             // Dropping stdin closes it: the end of the text.
-        };
-        let errors = async move {
+        }));
+        let mut errors = AbortOnDrop(tokio::spawn(async move {
             let mut text = String::new();
             let _ = (&mut stderr).take(4096).read_to_string(&mut text).await;
             text
-        };
+        }));
         let read = async {
             let mut header = Vec::with_capacity(64);
             let mut buf = vec![0u8; READ];
@@ -259,13 +260,18 @@ impl EspeakTts {
                 }
             }
         };
-        let ((), errors, spoke) = tokio::join!(write, errors, read);
-        let spoke = spoke?;
+        // On an error the child is dropped on return, which kills it.
+        let spoke = read.await?;
         let status = tokio::time::timeout(self.timeout, child.wait())
             .await
             .map_err(|_| ProviderError::Timeout)?
             .map_err(|e| ProviderError::Unavailable(format!("waiting for espeak-ng: {e}")))?;
         if !status.success() || !spoke {
+            let errors = tokio::time::timeout(self.timeout, &mut errors.0)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             let why = shorten(errors.trim());
             let why = if why.is_empty() {
                 "no audio".to_owned()
@@ -277,6 +283,15 @@ impl EspeakTts {
             )));
         }
         Ok(())
+    }
+}
+
+/// A task stopped when its handle is dropped (a run that ends early leaves nothing behind).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

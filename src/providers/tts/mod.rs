@@ -270,7 +270,7 @@ pub(crate) async fn run_socket<P: SocketProtocol>(
             incoming = stream.next() => {
                 let message = match incoming {
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => break End::Failed(ws::error(e, key.as_ref())),
+                    Some(Err(e)) => break End::Failed(socket_error(e, key.as_ref())),
                     None => break End::Failed(cut_short()),
                 };
                 let data = match &message {
@@ -340,6 +340,18 @@ pub(crate) async fn run_socket<P: SocketProtocol>(
         }
     }
     let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+}
+
+/// [`ws::error`], except that a connection dropped without a closing handshake is the service
+/// going away (unavailable), not a protocol violation.
+fn socket_error(e: tokio_tungstenite::tungstenite::Error, key: Option<&ApiKey>) -> ProviderError {
+    use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
+    match e {
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ProviderError::Unavailable("the connection was lost (no closing handshake)".into())
+        }
+        e => ws::error(e, key),
+    }
 }
 
 fn cut_short() -> ProviderError {
