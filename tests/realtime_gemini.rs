@@ -34,8 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "AIzaSy-test-0123456789abcdef";
-const PATH: &str =
-    "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+const PATH: &str = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
 
 // ---- the protocol test server ------------------------------------------------------------
 
@@ -63,6 +62,9 @@ enum Action {
     Cut,
 }
 
+/// Audio chunks as received: MIME type and PCM16 bytes.
+type AudioLog = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// One accepted connection, as the test sees it.
 struct Conn {
     uri: String,
@@ -70,7 +72,7 @@ struct Conn {
     /// Client messages other than audio; closed when the client has gone.
     messages: mpsc::UnboundedReceiver<Value>,
     /// Every `realtimeInput.audio`: its MIME type and PCM16 bytes.
-    audio: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    audio: AudioLog,
     actions: mpsc::UnboundedSender<Action>,
 }
 
@@ -396,12 +398,19 @@ async fn text_answers_without_audio_input_ask_for_text_and_turn_activity_detecti
     let mut conn = server.conn().await;
     assert!(!conn.headers.contains_key("x-goog-api-key"));
     let s = conn.next().await["setup"].clone();
-    assert_eq!(s["generationConfig"], json!({"responseModalities": ["TEXT"]}));
+    assert_eq!(
+        s["generationConfig"],
+        json!({"responseModalities": ["TEXT"]})
+    );
     assert_eq!(
         s["realtimeInputConfig"]["automaticActivityDetection"],
         json!({"disabled": true})
     );
-    for absent in ["tools", "inputAudioTranscription", "outputAudioTranscription"] {
+    for absent in [
+        "tools",
+        "inputAudioTranscription",
+        "outputAudioTranscription",
+    ] {
         assert!(s.get(absent).is_none(), "{absent} sent: {s}");
     }
 }
@@ -954,7 +963,10 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
         "{shown:?}"
     );
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("realtime"), "hark's logs were captured: {logs}");
+    assert!(
+        logs.contains("realtime"),
+        "hark's logs were captured: {logs}"
+    );
     for text in shown.iter().chain([&logs]) {
         assert!(!text.contains(KEY), "the key leaked: {text}");
     }
@@ -997,7 +1009,10 @@ static GLOBAL: LiveBytes = LiveBytes;
 /// buffers, so the measurement sees the client's memory and not the server's: it upgrades,
 /// reads the `setup`, answers `setupComplete`, then either discards what arrives or (the first
 /// connection) sends model audio, stamping each message just before writing it.
-fn bare_server(messages: Vec<String>, stamps: std::sync::mpsc::Sender<std::time::Instant>) -> String {
+fn bare_server(
+    messages: Vec<String>,
+    stamps: std::sync::mpsc::Sender<std::time::Instant>,
+) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}{PATH}", listener.local_addr().unwrap());
@@ -1019,7 +1034,8 @@ fn bare_server(messages: Vec<String>, stamps: std::sync::mpsc::Sender<std::time:
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim())
+                        k.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim())
                     })
                     .unwrap();
                 let accept =

@@ -110,12 +110,17 @@ impl Conn {
     }
 
     fn send_all(&self, events: &[Value]) {
-        let messages = events.iter().map(|e| Message::text(e.to_string())).collect();
+        let messages = events
+            .iter()
+            .map(|e| Message::text(e.to_string()))
+            .collect();
         self.actions.send(Action::SendAll(messages)).unwrap();
     }
 
     fn send_raw(&self, text: &str) {
-        self.actions.send(Action::Send(Message::text(text))).unwrap();
+        self.actions
+            .send(Action::Send(Message::text(text)))
+            .unwrap();
     }
 
     fn close(&self, code: u16, reason: &str) {
@@ -490,20 +495,30 @@ async fn microphone_audio_is_appended_as_base64_pcm16_at_24_khz() {
 async fn an_answer_streams_the_users_words_then_audio_and_transcript_then_ends_once() {
     let mut server = RealtimeTestServer::start(Setup::Accept).await;
     let (mut session, conn) = connected(&mut server).await;
-    conn.send(json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 120,
-                     "item_id": "item_u1"}));
-    conn.send(json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900,
-                     "item_id": "item_u1"}));
-    conn.send(json!({"type": "conversation.item.input_audio_transcription.delta",
-                     "item_id": "item_u1", "content_index": 0, "delta": "what time"}));
-    conn.send(json!({"type": "conversation.item.input_audio_transcription.completed",
-                     "item_id": "item_u1", "content_index": 0, "transcript": "what time is it"}));
+    conn.send(
+        json!({"type": "input_audio_buffer.speech_started", "audio_start_ms": 120,
+                     "item_id": "item_u1"}),
+    );
+    conn.send(
+        json!({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900,
+                     "item_id": "item_u1"}),
+    );
+    conn.send(
+        json!({"type": "conversation.item.input_audio_transcription.delta",
+                     "item_id": "item_u1", "content_index": 0, "delta": "what time"}),
+    );
+    conn.send(
+        json!({"type": "conversation.item.input_audio_transcription.completed",
+                     "item_id": "item_u1", "content_index": 0, "transcript": "what time is it"}),
+    );
     conn.send(created("resp_1"));
     conn.send(audio_delta("resp_1", "item_a1", &[1000, -1000, 16384]));
     conn.send(transcript_delta("resp_1", "item_a1", "It is "));
     // The beta event names are understood too.
-    conn.send(json!({"type": "response.audio.delta", "response_id": "resp_1",
-                     "item_id": "item_a1", "delta": pcm16_b64(&[-32768, 32767])}));
+    conn.send(
+        json!({"type": "response.audio.delta", "response_id": "resp_1",
+                     "item_id": "item_a1", "delta": pcm16_b64(&[-32768, 32767])}),
+    );
     conn.send(transcript_delta("resp_1", "item_a1", "noon."));
     conn.send(transcript_done("resp_1", "item_a1", "It is noon."));
     conn.send(done("resp_1", "completed"));
@@ -536,10 +551,14 @@ async fn text_answers_stream_as_transcripts() {
     let mut server = RealtimeTestServer::start(Setup::Accept).await;
     let (mut session, conn) = connected(&mut server).await;
     conn.send(created("resp_t"));
-    conn.send(json!({"type": "response.output_text.delta", "response_id": "resp_t",
-                     "item_id": "item_t", "delta": "Hello"}));
-    conn.send(json!({"type": "response.text.done", "response_id": "resp_t",
-                     "item_id": "item_t", "text": "Hello there."}));
+    conn.send(
+        json!({"type": "response.output_text.delta", "response_id": "resp_t",
+                     "item_id": "item_t", "delta": "Hello"}),
+    );
+    conn.send(
+        json!({"type": "response.text.done", "response_id": "resp_t",
+                     "item_id": "item_t", "text": "Hello there."}),
+    );
     conn.send(done("resp_t", "completed"));
     assert_eq!(
         next_event(&mut session).await,
@@ -558,11 +577,15 @@ async fn a_tool_call_is_passed_on_when_its_response_completes_and_its_output_goe
     let mut server = RealtimeTestServer::start(Setup::Accept).await;
     let (mut session, mut conn) = connected(&mut server).await;
     conn.send(created("resp_1"));
-    conn.send(json!({"type": "response.function_call_arguments.delta", "response_id": "resp_1",
-                     "item_id": "item_f", "call_id": "call_1", "delta": "{\"city\":"}));
-    conn.send(json!({"type": "response.function_call_arguments.done", "response_id": "resp_1",
+    conn.send(
+        json!({"type": "response.function_call_arguments.delta", "response_id": "resp_1",
+                     "item_id": "item_f", "call_id": "call_1", "delta": "{\"city\":"}),
+    );
+    conn.send(
+        json!({"type": "response.function_call_arguments.done", "response_id": "resp_1",
                      "item_id": "item_f", "output_index": 0, "call_id": "call_1",
-                     "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}));
+                     "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}),
+    );
     conn.send(done("resp_1", "completed"));
     assert_eq!(
         next_event(&mut session).await,
@@ -618,9 +641,11 @@ async fn the_arguments_of_a_cancelled_response_are_not_run() {
         .send(RealtimeCommand::CreateResponse { instructions: None })
         .unwrap();
     conn.send(created("resp_1"));
-    conn.send(json!({"type": "response.function_call_arguments.done", "response_id": "resp_1",
+    conn.send(
+        json!({"type": "response.function_call_arguments.done", "response_id": "resp_1",
                      "item_id": "item_f", "call_id": "call_1", "name": "get_weather",
-                     "arguments": "{\"ci"}));
+                     "arguments": "{\"ci"}),
+    );
     conn.send(done("resp_1", "cancelled"));
     assert_eq!(next_event(&mut session).await, RealtimeEvent::ResponseDone);
 }
@@ -661,8 +686,7 @@ async fn text_turns_instructions_and_hand_offs_are_the_documented_client_events(
 }
 
 #[tokio::test]
-async fn cancel_and_truncate_send_the_exact_fields_and_a_new_answer_waits_for_the_cancelled_one()
-{
+async fn cancel_and_truncate_send_the_exact_fields_and_a_new_answer_waits_for_the_cancelled_one() {
     let mut server = RealtimeTestServer::start(Setup::Accept).await;
     let (mut session, mut conn) = connected(&mut server).await;
     // The service's turn detection started an answer on its own.
@@ -789,9 +813,11 @@ async fn error_events_are_reported_and_the_connection_stays_usable() {
     assert_eq!(next_event(&mut session).await, RealtimeEvent::ResponseDone);
     // A failed response says why, then ends.
     conn.send(created("resp_f"));
-    conn.send(json!({"type": "response.done", "response": {"id": "resp_f", "status": "failed",
+    conn.send(
+        json!({"type": "response.done", "response": {"id": "resp_f", "status": "failed",
         "status_details": {"type": "failed", "error": {"type": "rate_limit_exceeded",
-        "code": "rate_limit_exceeded", "message": "Rate limit reached"}}}}));
+        "code": "rate_limit_exceeded", "message": "Rate limit reached"}}}}),
+    );
     assert_eq!(
         next_event(&mut session).await,
         RealtimeEvent::Error(ProviderError::RateLimited { retry_after: None })
@@ -814,7 +840,9 @@ async fn error_events_are_reported_and_the_connection_stays_usable() {
         RealtimeEvent::Error(ProviderError::Protocol(m)) if m.starts_with("malformed event")
     ));
     conn.send(audio_delta("resp_x", "item_x", &[]));
-    conn.send_raw(r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AA=="}"#);
+    conn.send_raw(
+        r#"{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AA=="}"#,
+    );
     assert_eq!(
         next_event(&mut session).await,
         RealtimeEvent::Audio {
@@ -1024,11 +1052,16 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
         shown.push(format!("{e:?}"));
     }
     assert!(
-        shown.iter().any(|s| s.contains("Incorrect API key provided: ***")),
+        shown
+            .iter()
+            .any(|s| s.contains("Incorrect API key provided: ***")),
         "{shown:?}"
     );
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("realtime"), "hark's logs were captured: {logs}");
+    assert!(
+        logs.contains("realtime"),
+        "hark's logs were captured: {logs}"
+    );
     for text in shown.iter().chain([&logs]) {
         assert!(!text.contains(KEY), "the key leaked: {text}");
     }
@@ -1059,7 +1092,8 @@ impl hark::session::AudioSink for Speaker {
 
 /// Two seconds of real speech at 16 kHz if the speech files were fetched, else a tone.
 fn speech_16k() -> Vec<f32> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/speech/clone-test.wav");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/speech/clone-test.wav");
     let audio = match hark::audio::read_wav(&path) {
         Ok(a) => a,
         Err(_) => hark::audio::Audio {
@@ -1097,7 +1131,10 @@ async fn a_whole_session_hears_speech_through_the_model_and_plays_its_spoken_ans
     let mut events = session.subscribe();
     let mut conn = server.conn().await;
     let update = conn.next_of("session.update").await;
-    assert_eq!(update["session"]["instructions"], "You are a hotel concierge.");
+    assert_eq!(
+        update["session"]["instructions"],
+        "You are a hotel concierge."
+    );
     assert_eq!(update["session"]["output_modalities"], json!(["audio"]));
 
     // The user speaks: 2 s at the session's 16 kHz reach the service at 24 kHz.
@@ -1126,9 +1163,11 @@ async fn a_whole_session_hears_speech_through_the_model_and_plays_its_spoken_ans
     // The service hears the end of the turn and answers with 0.5 s of speech.
     conn.send(json!({"type": "input_audio_buffer.speech_started", "item_id": "item_u"}));
     conn.send(json!({"type": "input_audio_buffer.speech_stopped", "item_id": "item_u"}));
-    conn.send(json!({"type": "conversation.item.input_audio_transcription.completed",
+    conn.send(
+        json!({"type": "conversation.item.input_audio_transcription.completed",
                      "item_id": "item_u", "content_index": 0,
-                     "transcript": "Is the pool open?"}));
+                     "transcript": "Is the pool open?"}),
+    );
     conn.send(created("resp_1"));
     for _ in 0..4 {
         conn.send(audio_delta("resp_1", "item_a", &[8192; 3000]));
@@ -1185,7 +1224,10 @@ async fn a_whole_session_hears_speech_through_the_model_and_plays_its_spoken_ans
         .collect();
     assert_eq!(texts, ["Is the pool open?", "Yes, until ten."]);
     session.close().await;
-    assert!(conn.closed().await, "closing the session closes the connection");
+    assert!(
+        conn.closed().await,
+        "closing the session closes the connection"
+    );
 }
 
 // ---- measurements --------------------------------------------------------------------------
@@ -1247,10 +1289,12 @@ fn bare_server(deltas: Vec<String>, stamps: std::sync::mpsc::Sender<std::time::I
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim())
+                        k.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim())
                     })
                     .unwrap();
-                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let accept =
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
                 write!(tcp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").unwrap();
                 // The session.update: any bytes will do.
                 let _ = tcp.read(&mut buf).unwrap();

@@ -505,7 +505,10 @@ mod example {
         assert_eq!(format!("{:?}", c.listen), format!("{:?}", d.listen));
         assert!(c.agent.is_none(), "the agent example is commented out");
         assert!(c.llm.is_none(), "the llm example is commented out");
-        assert!(c.realtime.is_none(), "the realtime example is commented out");
+        assert!(
+            c.realtime.is_none(),
+            "the realtime example is commented out"
+        );
     }
 
     /// The example's `[agent]` block is commented out (`#key = …`; prose is `# …`): with the

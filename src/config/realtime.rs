@@ -193,10 +193,7 @@ impl RealtimeConfig {
                     url: self.base_url.clone().unwrap_or(d.url),
                     voice: self.voice.clone().unwrap_or(d.voice),
                     api_key: self.api_key.clone(),
-                    transcription_model: self
-                        .transcription_model
-                        .clone()
-                        .or(d.transcription_model),
+                    transcription_model: self.transcription_model.clone().or(d.transcription_model),
                     connect_timeout,
                     setup_timeout,
                     response_timeout,
@@ -274,7 +271,9 @@ mod tests {
         let RealtimeSettings::Gemini(g) = rt.settings().unwrap() else {
             panic!("gemini settings")
         };
-        assert!(g.url.starts_with("wss://generativelanguage.googleapis.com/ws/"));
+        assert!(g
+            .url
+            .starts_with("wss://generativelanguage.googleapis.com/ws/"));
         assert_eq!(g.voice, "Kore");
         let built = rt.build().unwrap();
         assert_eq!(
@@ -304,9 +303,11 @@ mod tests {
             msg("[realtime]\nprovider = \"gemini\"\nmodel = \"m\"\ntranscription_model = \"whisper-1\"\n")
                 .starts_with("hark.toml:4: realtime.transcription_model: only the openai provider")
         );
-        let unknown = msg("[realtime]\nprovider = \"openai\"\nmodel = \"m\"\nfallback = [\"gemini\"]\n");
+        let unknown =
+            msg("[realtime]\nprovider = \"openai\"\nmodel = \"m\"\nfallback = [\"gemini\"]\n");
         assert!(
-            unknown.starts_with("hark.toml:4: realtime") && unknown.contains("unknown field `fallback`"),
+            unknown.starts_with("hark.toml:4: realtime")
+                && unknown.contains("unknown field `fallback`"),
             "{unknown}"
         );
         assert!(msg("[realtime]\nprovider = \"openai\"\n").contains("missing field `model`"));
@@ -333,11 +334,9 @@ mod tests {
     /// the defaults.
     #[test]
     fn the_shipped_example_is_valid_and_states_the_defaults() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/systemd/hark.toml"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml"))
+                .unwrap();
         let section: String = text
             .lines()
             .skip_while(|l| !l.starts_with("#[realtime]"))

@@ -41,7 +41,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::wire::{decode_audio, encode_audio, stream_error, websocket_url, AudioQueue, QueuedInput};
+use super::wire::{
+    decode_audio, encode_audio, stream_error, websocket_url, AudioQueue, QueuedInput,
+};
 use super::{
     Realtime, RealtimeCommand, RealtimeEvent, RealtimeModality, RealtimeSession, RealtimeSetup,
 };
@@ -185,8 +187,11 @@ impl Dialer {
             s["systemInstruction"] = json!({"parts": [{"text": setup.instructions}]});
         }
         if !setup.tools.is_empty() {
-            let declarations: Vec<Value> =
-                setup.tools.iter().map(gemini_function_declaration).collect();
+            let declarations: Vec<Value> = setup
+                .tools
+                .iter()
+                .map(gemini_function_declaration)
+                .collect();
             s["tools"] = json!([{ "functionDeclarations": declarations }]);
         }
         s["realtimeInputConfig"] = json!({
@@ -240,9 +245,8 @@ impl Dialer {
                 Message::Text(t) => t.as_bytes(),
                 Message::Binary(b) => b.as_ref(),
                 Message::Close(frame) => {
-                    return Err(close_error(frame.as_ref(), self.key.as_ref()).unwrap_or(
-                        ProviderError::Unavailable("closed during setup".into()),
-                    ))
+                    return Err(close_error(frame.as_ref(), self.key.as_ref())
+                        .unwrap_or(ProviderError::Unavailable("closed during setup".into())))
                 }
                 _ => continue,
             };
@@ -328,10 +332,14 @@ fn close_error(frame: Option<&CloseFrame>, key: Option<&ApiKey>) -> Option<Provi
         None => f.reason.to_string(),
     });
     let lower = reason.to_ascii_lowercase();
-    if lower.contains("api key") || lower.contains("unauthenticated") || lower.contains("permission")
+    if lower.contains("api key")
+        || lower.contains("unauthenticated")
+        || lower.contains("permission")
     {
         Some(ProviderError::Auth)
-    } else if lower.contains("quota") || lower.contains("resource_exhausted") || lower.contains("rate limit")
+    } else if lower.contains("quota")
+        || lower.contains("resource_exhausted")
+        || lower.contains("rate limit")
     {
         Some(ProviderError::RateLimited { retry_after: None })
     } else if code == 1008 {
@@ -520,10 +528,8 @@ impl Connection {
             if step.is_err() {
                 break;
             }
-            if self.go_away && self.idle() {
-                if self.reconnect().await.is_err() {
-                    break;
-                }
+            if self.go_away && self.idle() && self.reconnect().await.is_err() {
+                break;
             }
             self.rearm();
         }
@@ -565,7 +571,10 @@ impl Connection {
     async fn command(&mut self, cmd: RealtimeCommand) -> Result<(), Stop> {
         let after_tools = std::mem::take(&mut self.tool_answered);
         match cmd {
-            RealtimeCommand::UpdateSession { instructions, tools } => {
+            RealtimeCommand::UpdateSession {
+                instructions,
+                tools,
+            } => {
                 self.flush_outputs().await?;
                 self.setup.instructions = instructions;
                 self.setup.tools = tools;
@@ -714,7 +723,8 @@ impl Connection {
             );
         }
         while self.queue.take(&mut self.pcm) {
-            const HEAD: &str = r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#;
+            const HEAD: &str =
+                r#"{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data":""#;
             let mut text = String::with_capacity(HEAD.len() + self.pcm.len() * 4 / 3 + 8);
             text.push_str(HEAD);
             encode_audio(&self.pcm, &mut text);
@@ -732,7 +742,11 @@ impl Connection {
         msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
     ) -> Result<(), Stop> {
         let msg = match msg {
-            None => return self.lost(ProviderError::Unavailable("connection lost".into())).await,
+            None => {
+                return self
+                    .lost(ProviderError::Unavailable("connection lost".into()))
+                    .await
+            }
             Some(Err(e)) => {
                 let e = stream_error(e, self.dialer.key.as_ref());
                 return self.lost(e).await;
@@ -988,7 +1002,8 @@ impl Connection {
             return Ok(());
         }
         tracing::warn!(provider = "gemini", "realtime response timed out");
-        self.emit(RealtimeEvent::Error(ProviderError::Timeout)).await?;
+        self.emit(RealtimeEvent::Error(ProviderError::Timeout))
+            .await?;
         self.cancel().await
     }
 }

@@ -40,7 +40,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::wire::{decode_audio, encode_audio, stream_error, websocket_url, AudioQueue, QueuedInput};
+use super::wire::{
+    decode_audio, encode_audio, stream_error, websocket_url, AudioQueue, QueuedInput,
+};
 use super::{
     Realtime, RealtimeCommand, RealtimeEvent, RealtimeModality, RealtimeSession, RealtimeSetup,
 };
@@ -144,7 +146,7 @@ impl OpenAiRealtime {
                 "Bearer {}",
                 k.expose()
             ))
-                .map_err(|_| OpenAiRealtimeError::InvalidKey)?;
+            .map_err(|_| OpenAiRealtimeError::InvalidKey)?;
         }
         Ok(OpenAiRealtime {
             url: url.into(),
@@ -197,7 +199,11 @@ impl OpenAiRealtime {
     }
 
     /// Sends the session configuration and waits for the service to accept it.
-    async fn configure(&self, ws: &mut WsStream, setup: &RealtimeSetup) -> Result<(), ProviderError> {
+    async fn configure(
+        &self,
+        ws: &mut WsStream,
+        setup: &RealtimeSetup,
+    ) -> Result<(), ProviderError> {
         let update = json!({
             "type": "session.update",
             "event_id": "hark_session_0",
@@ -220,9 +226,8 @@ impl OpenAiRealtime {
                 Message::Text(t) => t.as_bytes(),
                 Message::Binary(b) => b.as_ref(),
                 Message::Close(frame) => {
-                    return Err(ws::close_error(frame.as_ref(), self.key.as_ref()).unwrap_or(
-                        ProviderError::Unavailable("closed during setup".into()),
-                    ))
+                    return Err(ws::close_error(frame.as_ref(), self.key.as_ref())
+                        .unwrap_or(ProviderError::Unavailable("closed during setup".into())))
                 }
                 _ => continue,
             };
@@ -652,7 +657,9 @@ impl Connection {
             }
         }
         match kind {
-            "input_audio_buffer.speech_started" => self.emit(RealtimeEvent::UserSpeechStarted).await,
+            "input_audio_buffer.speech_started" => {
+                self.emit(RealtimeEvent::UserSpeechStarted).await
+            }
             "input_audio_buffer.speech_stopped" => self.emit(RealtimeEvent::UserSpeechEnded).await,
             "conversation.item.input_audio_transcription.delta" => {
                 let text = ev.delta.unwrap_or_default().into_owned();
@@ -675,8 +682,10 @@ impl Connection {
             }
             "response.output_audio.delta" | "response.audio.delta" => {
                 self.ensure_current(&ev);
-                let samples = match decode_audio(ev.delta.as_deref().unwrap_or(""), &mut self.scratch)
-                {
+                let samples = match decode_audio(
+                    ev.delta.as_deref().unwrap_or(""),
+                    &mut self.scratch,
+                ) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(provider = "openai", error = %e, "bad audio delta ignored");
@@ -820,14 +829,20 @@ impl Connection {
         };
         let (code, cause) = (field("code"), field("event_id"));
         if code == "response_cancel_not_active" {
-            tracing::debug!(provider = "openai", "cancel arrived after the response ended");
+            tracing::debug!(
+                provider = "openai",
+                "cancel arrived after the response ended"
+            );
             return Ok(());
         }
         if cause.starts_with("hark_response_") {
             if code == "conversation_already_has_active_response" {
                 // The service's turn detection started an answer at the same moment: that
                 // answer serves the request.
-                tracing::debug!(provider = "openai", "response.create served by an active response");
+                tracing::debug!(
+                    provider = "openai",
+                    "response.create served by an active response"
+                );
                 return Ok(());
             }
             if self.awaiting > 0 {
@@ -852,7 +867,8 @@ impl Connection {
             return Ok(());
         }
         tracing::warn!(provider = "openai", "realtime response timed out");
-        self.emit(RealtimeEvent::Error(ProviderError::Timeout)).await?;
+        self.emit(RealtimeEvent::Error(ProviderError::Timeout))
+            .await?;
         if let Some(r) = self.current.take() {
             if r.ours || r.emitted {
                 self.emit(RealtimeEvent::ResponseDone).await?;
@@ -913,11 +929,15 @@ mod tests {
         let key = ApiKey::new("sk-x");
         let e = |v: Value| api_error(Some(&v), Some(&key));
         assert_eq!(
-            e(json!({"type": "invalid_request_error", "code": "rate_limit_exceeded", "message": "slow"})),
+            e(
+                json!({"type": "invalid_request_error", "code": "rate_limit_exceeded", "message": "slow"})
+            ),
             ProviderError::RateLimited { retry_after: None }
         );
         assert_eq!(
-            e(json!({"type": "invalid_request_error", "code": "invalid_api_key", "message": "bad sk-x"})),
+            e(
+                json!({"type": "invalid_request_error", "code": "invalid_api_key", "message": "bad sk-x"})
+            ),
             ProviderError::Auth
         );
         assert_eq!(
@@ -925,10 +945,15 @@ mod tests {
             ProviderError::Unavailable("oops ***".into())
         );
         assert_eq!(
-            e(json!({"type": "invalid_request_error", "code": "invalid_value", "message": "Invalid voice"})),
+            e(
+                json!({"type": "invalid_request_error", "code": "invalid_value", "message": "Invalid voice"})
+            ),
             ProviderError::Protocol("Invalid voice".into())
         );
-        assert_eq!(api_error(None, None), ProviderError::Protocol(String::new()));
+        assert_eq!(
+            api_error(None, None),
+            ProviderError::Protocol(String::new())
+        );
     }
 
     #[test]
