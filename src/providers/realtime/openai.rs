@@ -411,13 +411,16 @@ impl Connection {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<RealtimeCommand>) {
         loop {
             let deadline = self.deadline;
+            // Biased: microphone audio first, then commands, so what the session pushed and
+            // asked goes out in the order it did so.
             let step = tokio::select! {
+                biased;
+                _ = self.queue.ready() => self.send_audio().await,
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => Err(Stop::Done),
                 },
                 msg = self.ws.next() => self.message(msg).await,
-                _ = self.queue.ready() => self.send_audio().await,
                 _ = sleep_until(deadline) => self.timed_out().await,
             };
             if step.is_err() {
