@@ -65,6 +65,30 @@ async fn continued_speech_cancels_the_wait_and_the_transcripts_accumulate() {
     assert_eq!(h.elapsed_ms(), 600 + 500);
 }
 
+#[tokio::test(start_paused = true)]
+async fn speech_that_resumes_and_ends_without_words_still_lets_the_turn_end() {
+    // A cough after the question: the STT finalises it as an empty transcript (Deepgram
+    // answers every Finalize). The turn must still end, from that empty final.
+    let mut h = quiet(SessionOptions::default()).await;
+    h.user_says("is the pool open", 0.9).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let input = h.session.input();
+    input.user(UserInput::SpeechStarted);
+    input.user(UserInput::SpeechEnded);
+    input.user(UserInput::TurnProbability(0.9));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.stt
+        .send(SttEvent::Final {
+            text: String::new(),
+            confidence: None,
+        })
+        .await
+        .unwrap();
+    let t = h.until(turn_text).await;
+    assert_eq!(t, "is the pool open");
+    assert_eq!(h.elapsed_ms(), 300 + 100 + 500);
+}
+
 // ---- a whole exchange ------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

@@ -3,20 +3,20 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Install with `#[global_allocator] static GLOBAL: Counting = Counting;`.
 pub struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
+    // Per thread, so tests counting at the same time in one binary do not mix their counts.
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note() {
-    if COUNTING.with(Cell::get) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    // `try_with`: the allocator also runs while a thread's locals are being destroyed.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -41,12 +41,12 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Starts counting this thread's allocations (from zero).
 pub fn start() {
-    ALLOCATIONS.store(0, Ordering::Relaxed);
+    ALLOCATIONS.with(|n| n.set(0));
     COUNTING.with(|c| c.set(true));
 }
 
 /// Stops counting and returns how many allocations this thread made since [`start`].
 pub fn stop() -> usize {
     COUNTING.with(|c| c.set(false));
-    ALLOCATIONS.load(Ordering::Relaxed)
+    ALLOCATIONS.with(Cell::get)
 }

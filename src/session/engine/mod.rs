@@ -718,6 +718,12 @@ impl Engine {
             self.full_interrupt();
         }
         if text.trim().is_empty() {
+            // Speech that resumed and ended without words (a cough, a breath) is finalised
+            // empty. It cancelled the wait on the words before it, so the wait starts again
+            // here, or that turn would hang until the user spoke once more.
+            if !self.accumulated.is_empty() && !self.user_speaking && self.eou_deadline.is_none() {
+                self.arm_eou(Instant::now());
+            }
             return;
         }
         self.listen_for_voicemail(&text);
@@ -731,7 +737,11 @@ impl Engine {
             self.accumulated.push(' ');
         }
         self.accumulated.push_str(text.trim());
-        let now = Instant::now();
+        self.arm_eou(Instant::now());
+    }
+
+    /// Starts the end-of-utterance wait from a final transcript received at `now`.
+    fn arm_eou(&mut self, now: Instant) {
         self.last_final_at = Some(now);
         let p = if self.has_turn_detector {
             // Until the detector's verdict is in, assume the user may go on.

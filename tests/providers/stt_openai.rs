@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::logs::Captured;
 use hark::providers::http::{ApiKey, RetryPolicy};
 use hark::providers::stt::{OpenAiStt, OpenAiSttConfig};
 use hark::providers::{ProviderError, Stt, SttEvent, SttSession};
@@ -627,12 +628,7 @@ async fn dropping_the_input_ends_the_stream_without_an_error() {
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.install();
     tracing::callsite::rebuild_interest_cache();
     let echo = |status| {
         openai_error(
@@ -667,7 +663,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
             .any(|s| s.contains("HTTP 400: Incorrect API key provided: ***")),
         "{shown:?}"
     );
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     // Tests running in parallel can race tracing's per-callsite cache, so which lines are
     // captured may vary; that some are is checked, and none may hold the key.
     assert!(
@@ -676,26 +672,5 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     );
     for text in shown.iter().chain([&logs]) {
         assert!(!text.contains(KEY), "the key leaked: {text}");
-    }
-}
-
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
     }
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::logs::logs;
 use hark::providers::http::{ApiKey, RetryPolicy};
 use hark::providers::tts::{OpenAiTts, OpenAiTtsConfig};
 use hark::providers::{AudioStream, ProviderError, Tts};
@@ -23,7 +24,7 @@ const KEY: &str = "sk-test-0123456789abcdef";
 
 /// One step of the server's answer to a request.
 #[derive(Clone)]
-enum Step {
+pub(crate) enum Step {
     /// Status line, headers and a `Content-Length` body, then close: an error reply.
     Reply {
         status: u16,
@@ -46,7 +47,7 @@ enum Step {
 
 /// What the server saw, in order.
 #[derive(Debug, Clone, PartialEq)]
-enum Event {
+pub(crate) enum Event {
     /// A request for this input arrived.
     Request(String),
     /// The answer to this input's request ended (`End`).
@@ -57,25 +58,25 @@ enum Event {
 
 /// A request as the server read it.
 #[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    path: String,
+pub(crate) struct Received {
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// Header names lowercased.
-    headers: BTreeMap<String, String>,
-    body: Value,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Value,
     at: Instant,
 }
 
 /// The protocol test server. A request is answered by the scripts for its `input`, the n-th
 /// request for an input by the n-th script (the last one repeats); other inputs get `default`.
-struct SpeechTestServer {
-    base_url: String,
+pub(crate) struct SpeechTestServer {
+    pub(crate) base_url: String,
     received: Arc<Mutex<Vec<Received>>>,
     events: mpsc::UnboundedReceiver<Event>,
 }
 
 impl SpeechTestServer {
-    async fn start(scripts: Vec<(&str, Vec<Vec<Step>>)>, default: Vec<Step>) -> Self {
+    pub(crate) async fn start(scripts: Vec<(&str, Vec<Vec<Step>>)>, default: Vec<Step>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -113,7 +114,7 @@ impl SpeechTestServer {
         }
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
@@ -654,44 +655,6 @@ async fn dropping_the_stream_closes_the_connection() {
     assert_eq!(server.event().await, Event::Gone("A long story.".into()));
 }
 
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-/// Every log line of this test binary. The subscriber is global, and every test calls this
-/// first, so it is in place before any provider code runs on any test thread (a thread-scoped
-/// subscriber can miss events when another thread registers a log call site first).
-fn logs() -> &'static Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        logs
-    })
-}
-
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     let logs = logs();
@@ -732,7 +695,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
         "{shown:?}"
     );
     // All tests' lines so far: none may hold the key.
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("retrying"),
         "the test captured hark's logs: {logs}"

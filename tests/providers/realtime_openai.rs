@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::logs::Captured;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
@@ -999,36 +1000,10 @@ async fn dropping_the_session_closes_the_connection() {
     assert!(conn.closed().await, "the server saw the connection close");
 }
 
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.install();
 
     let echo = format!("Incorrect API key provided: {KEY}");
     let mut shown = Vec::new();
@@ -1057,7 +1032,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
             .any(|s| s.contains("Incorrect API key provided: ***")),
         "{shown:?}"
     );
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("realtime"),
         "hark's logs were captured: {logs}"
@@ -1228,182 +1203,4 @@ async fn a_whole_session_hears_speech_through_the_model_and_plays_its_spoken_ans
         conn.closed().await,
         "closing the session closes the connection"
     );
-}
-
-// ---- measurements --------------------------------------------------------------------------
-
-/// Counts the bytes allocated and not yet freed, over all threads.
-struct LiveBytes;
-
-static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator.
-unsafe impl std::alloc::GlobalAlloc for LiveBytes {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
-        unsafe { std::alloc::System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            size as isize - layout.size() as isize,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        unsafe { std::alloc::System.realloc(ptr, layout, size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        LIVE.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: LiveBytes = LiveBytes;
-
-/// A bare-bones OpenAI-protocol server on its own thread with blocking sockets and stack
-/// buffers, so the measurement sees the client's memory and not the server's: it upgrades,
-/// reads the `session.update`, answers `session.updated`, then either discards what arrives
-/// or (the first connection) sends audio deltas, stamping each just before writing it.
-fn bare_server(deltas: Vec<String>, stamps: std::sync::mpsc::Sender<std::time::Instant>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("ws://{}/v1/realtime", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let mut first = true;
-        for tcp in listener.incoming() {
-            let mut tcp = tcp.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let send_deltas = std::mem::take(&mut first);
-            let (deltas, stamps) = (deltas.clone(), stamps.clone());
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65_536];
-                let mut n = 0;
-                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    n += tcp.read(&mut buf[n..]).unwrap();
-                }
-                let head = std::str::from_utf8(&buf[..n]).unwrap();
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("sec-websocket-key")
-                            .then(|| v.trim())
-                    })
-                    .unwrap();
-                let accept =
-                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-                write!(tcp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").unwrap();
-                // The session.update: any bytes will do.
-                let _ = tcp.read(&mut buf).unwrap();
-                write_frame(&mut tcp, br#"{"type":"session.updated","session":{}}"#);
-                if send_deltas {
-                    std::thread::sleep(Duration::from_millis(100));
-                    for d in &deltas {
-                        stamps.send(std::time::Instant::now()).unwrap();
-                        write_frame(&mut tcp, d.as_bytes());
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-                while matches!(tcp.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    url
-}
-
-/// Writes one unmasked text frame (server to client).
-fn write_frame(tcp: &mut std::net::TcpStream, payload: &[u8]) {
-    use std::io::Write;
-    let mut head = vec![0x81u8];
-    match payload.len() {
-        n if n < 126 => head.push(n as u8),
-        n if n < 65_536 => {
-            head.push(126);
-            head.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            head.push(127);
-            head.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    tcp.write_all(&head).unwrap();
-    tcp.write_all(payload).unwrap();
-}
-
-#[test]
-#[ignore = "a measurement, run alone: cargo test --release --test realtime_openai measure -- --ignored --nocapture"]
-fn measure_audio_delta_latency_and_memory_per_connection() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        // Memory: the live heap before and after opening connections that have carried a
-        // second of microphone audio each.
-        let (stamp_tx, _stamps) = std::sync::mpsc::channel();
-        let url = bare_server(Vec::new(), stamp_tx);
-        let provider = OpenAiRealtime::new(OpenAiRealtimeConfig {
-            url,
-            api_key: Some(ApiKey::new(KEY)),
-            ..OpenAiRealtimeConfig::new("gpt-realtime")
-        })
-        .unwrap();
-        // Warm up (TLS config, statics) with one connection that is then closed.
-        let warm = provider.connect(setup_audio()).await.unwrap();
-        drop(warm);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        const N: usize = 20;
-        let before = LIVE.load(std::sync::atomic::Ordering::Relaxed);
-        let mut sessions = Vec::new();
-        for _ in 0..N {
-            let mut s = provider.connect(setup_audio()).await.unwrap();
-            for _ in 0..50 {
-                s.input.push_audio(&[0.1; 480]);
-                tokio::task::yield_now().await;
-            }
-            sessions.push(s);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let after = LIVE.load(std::sync::atomic::Ordering::Relaxed);
-        println!(
-            "openai realtime: {} bytes held per open connection (mean of {N}, after 1 s of audio each)",
-            (after - before) / N as isize
-        );
-        drop(sessions);
-
-        // Latency: from just before the server writes an audio delta to the event in hand.
-        for samples in [480usize, 4_800] {
-            let pcm = vec![1000i16; samples];
-            let deltas: Vec<String> = (0..100)
-                .map(|_| audio_delta("resp_1", "item_a", &pcm).to_string())
-                .collect();
-            let (stamp_tx, stamps) = std::sync::mpsc::channel();
-            let url = bare_server(deltas, stamp_tx);
-            let provider = OpenAiRealtime::new(OpenAiRealtimeConfig {
-                url,
-                ..OpenAiRealtimeConfig::new("gpt-realtime")
-            })
-            .unwrap();
-            let mut s = provider.connect(setup_audio()).await.unwrap();
-            let mut micros = Vec::new();
-            while micros.len() < 100 {
-                let e = s.events.recv().await.unwrap();
-                let at = std::time::Instant::now();
-                assert!(matches!(e, RealtimeEvent::Audio { .. }), "{e:?}");
-                let sent = stamps.recv().unwrap();
-                micros.push(at.saturating_duration_since(sent).as_micros());
-            }
-            micros.sort_unstable();
-            println!(
-                "openai realtime: audio delta of {samples} samples ({} ms) socket -> RealtimeEvent::Audio: median {} µs, p90 {} µs, max {} µs (100 deltas)",
-                samples / 24,
-                micros[50],
-                micros[90],
-                micros[99]
-            );
-        }
-    });
 }

@@ -8,12 +8,12 @@
 //! run on a paused tokio clock.
 
 // tungstenite's handshake callback returns its error response by value.
-#![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::logs::logs;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use hark::providers::http::ApiKey;
@@ -630,44 +630,6 @@ async fn dropping_the_stream_cancels_the_context_and_closes_the_socket() {
     drop(tx);
 }
 
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-/// Every log line of this test binary. The subscriber is global, and every test calls this
-/// first, so it is in place before any provider code runs on any test thread (a thread-scoped
-/// subscriber can miss events when another thread registers a log call site first).
-fn logs() -> &'static Captured {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-        logs
-    })
-}
-
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     let logs = logs();
@@ -706,7 +668,7 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
         "{shown:?}"
     );
     // All tests' lines so far: none may hold the key.
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("TTS"),
         "the test captured hark's logs: {logs}"

@@ -7,12 +7,13 @@
 //! What hark sends (URL, query, headers, PCM16 frames, control messages) is checked as strictly
 //! as what it makes of the replies. Tests that wait run on a paused tokio clock.
 
-mod stt_support;
-mod support;
+use crate::stt_support;
+use crate::support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::logs::Captured;
 use hark::audio::pcm::{decode_pcm16, encode_pcm16};
 use hark::providers::http::{ApiKey, RetryPolicy};
 use hark::providers::stt::{DeepgramConfig, DeepgramStt};
@@ -22,9 +23,6 @@ use stt_support::{Frame, Step, WsTestServer};
 use support::alloc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-#[global_allocator]
-static GLOBAL: alloc::Counting = alloc::Counting;
 
 const KEY: &str = "dg-test-0123456789abcdef";
 const FRAME_BYTES: usize = 1280; // 40 ms of PCM16 at 16 kHz
@@ -46,7 +44,12 @@ fn provider(server: &WsTestServer) -> DeepgramStt {
 }
 
 /// A `Results` message as Deepgram streams it.
-fn results(transcript: &str, is_final: bool, speech_final: bool, from_finalize: bool) -> String {
+pub(crate) fn results(
+    transcript: &str,
+    is_final: bool,
+    speech_final: bool,
+    from_finalize: bool,
+) -> String {
     json!({
         "type": "Results", "channel_index": [0, 1], "duration": 1.04, "start": 0.0,
         "is_final": is_final, "speech_final": speech_final, "from_finalize": from_finalize,
@@ -621,42 +624,4 @@ async fn transcript_to_event_latency_report() {
         micros[N * 9 / 10],
         micros[N - 1]
     );
-}
-
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(self.clone())
-            .with_ansi(false)
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        tracing::callsite::rebuild_interest_cache();
-        guard
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
 }

@@ -6,11 +6,11 @@
 //! What hark sends (URL, query, headers, 50 ms PCM16 frames, control messages) is checked as
 //! strictly as what it makes of the replies. Tests that wait run on a paused tokio clock.
 
-mod stt_support;
+use crate::stt_support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::logs::Captured;
 use hark::audio::pcm::encode_pcm16;
 use hark::providers::http::{ApiKey, RetryPolicy};
 use hark::providers::stt::{AssemblyAiConfig, AssemblyAiStt};
@@ -453,12 +453,7 @@ async fn push_audio_never_blocks_when_the_service_stops_reading() {
 #[tokio::test]
 async fn the_key_appears_in_no_error_debug_output_or_log_line() {
     let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.install();
     tracing::callsite::rebuild_interest_cache();
     let server = WsTestServer::start(vec![
         vec![Step::Refuse {
@@ -495,33 +490,12 @@ async fn the_key_appears_in_no_error_debug_output_or_log_line() {
         "{shown:?}"
     );
     assert!(shown.iter().any(|s| s.contains("oops ***")), "{shown:?}");
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("assemblyai"),
         "the test captured hark's logs: {logs}"
     );
     for text in shown.iter().chain([&logs]) {
         assert!(!text.contains(KEY), "the key leaked: {text}");
-    }
-}
-
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
     }
 }

@@ -7,11 +7,15 @@
 //! an event leaving the server to the provider's event reaching the caller.
 #![allow(dead_code)]
 
+pub mod checks;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hark::providers::{LlmEvent, LlmStream, ProviderError};
+use hark::agent::context::{ChatContext, ChatRole, ImageContent};
+use hark::agent::ToolSpec;
+use hark::providers::{LlmEvent, LlmRequest, LlmStream, ProviderError};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -223,6 +227,68 @@ async fn read_request(socket: &mut TcpStream) -> Option<Received> {
     })
 }
 
+/// A request with instructions and one user turn, no tools.
+pub fn hello() -> LlmRequest {
+    let mut context = ChatContext::new();
+    context.add_message(ChatRole::System, "Be brief.");
+    context.add_message(ChatRole::User, "Hi!");
+    LlmRequest {
+        context,
+        tools: vec![],
+    }
+}
+
+/// The conversation the request-shape tests send: instructions (system and developer), the
+/// agent's greeting first, a question with a JPEG photo and an image URL, the model's words
+/// and two parallel calls (ids as given) of which the second failed, then the person again;
+/// with a tool taking a city and one taking nothing.
+pub fn weather_request(first_call: &str, second_call: &str) -> LlmRequest {
+    let mut ctx = ChatContext::new();
+    ctx.add_message(ChatRole::System, "You are a weather kiosk.");
+    ctx.add_message(ChatRole::Developer, "Answer in one sentence.");
+    ctx.add_message(ChatRole::Assistant, "Hello! Ask me about the weather.");
+    ctx.add_message(
+        ChatRole::User,
+        vec![
+            "Weather in Oslo and Bergen? Here is the sky:".into(),
+            ImageContent::inline(vec![0xff, 0xd8, 0xff], "image/jpeg").into(),
+            ImageContent::url("https://example.com/sky.png").into(),
+        ],
+    );
+    ctx.add_message(ChatRole::Assistant, "Let me check.");
+    ctx.add_function_call("weather", r#"{"city":"Oslo"}"#, Some(first_call.into()));
+    ctx.add_function_call("weather", r#"{"city":"Bergen"}"#, Some(second_call.into()));
+    ctx.add_function_output("weather", "rain, 8°C", first_call, false);
+    ctx.add_function_output("weather", "weather service down", second_call, true);
+    ctx.add_message(ChatRole::User, "And tomorrow?");
+    let tools = vec![
+        ToolSpec {
+            name: "weather".into(),
+            description: "Current weather in a city.".into(),
+            parameters: serde_json::json!({"type": "object", "title": "WeatherArgs",
+                "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+        },
+        ToolSpec {
+            name: "end_call".into(),
+            description: "Hang up.".into(),
+            parameters: Value::Null,
+        },
+    ];
+    LlmRequest {
+        context: ctx,
+        tools,
+    }
+}
+
+/// The one request the server received (a failure naming them all if there were more).
+pub fn only_request(server: &ScriptedHttpServer) -> Received {
+    let received = server.received();
+    let [req] = &received[..] else {
+        panic!("expected one request: {received:?}")
+    };
+    req.clone()
+}
+
 /// Everything the stream yields until it closes.
 pub async fn collect(mut stream: LlmStream) -> Vec<Result<LlmEvent, ProviderError>> {
     let mut out = Vec::new();
@@ -235,44 +301,6 @@ pub async fn collect(mut stream: LlmStream) -> Vec<Result<LlmEvent, ProviderErro
 /// A text event, as the tests expect them.
 pub fn t(s: &str) -> Result<LlmEvent, ProviderError> {
     Ok(LlmEvent::Text(s.into()))
-}
-
-/// A tracing writer into a shared buffer, to read back every log line.
-#[derive(Clone, Default)]
-pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// Captures everything logged on this thread (every level) until the guard drops.
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(self.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    /// The log so far.
-    pub fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
 }
 
 /// The steps of a stream paced by `go`: each event sent alone, the next only after the test
