@@ -61,6 +61,10 @@ enum Command {
         /// Print nothing on success (exit status only).
         #[arg(long)]
         quiet: bool,
+        /// Also ask each configured provider whether it answers and takes its key (costs
+        /// nothing: a models listing, or a stream opened and closed unused).
+        #[arg(long)]
+        online: bool,
     },
     /// List the models, where each is found, and whether its checksum matches.
     Models,
@@ -205,10 +209,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Check { quiet } => {
+        Command::Check { quiet, online } => {
             let models = Models::load(&config.listen, &store).map_err(fail)?;
-            if quiet {
+            let providers = config.provider_entries().map_err(input)?;
+            if quiet && !online {
                 return Ok(());
+            }
+            if quiet {
+                return ping_all(&providers, true);
             }
             match &config_path {
                 Some(p) => println!("config: {} (valid)", p.display()),
@@ -239,6 +247,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             match &config.agent {
                 Some(agent) => print_agent(agent),
                 None => println!("agent: none configured (no [agent] section)"),
+            }
+            if providers.is_empty() {
+                println!("providers: none configured (no [stt], [llm], [tts] or [realtime])");
+            }
+            for p in &providers {
+                println!("{}: {}", p.section, p.summary);
+            }
+            if config.stt.is_some() || config.llm.is_some() || config.tts.is_some() {
+                let f = config.fallback.policy();
+                println!(
+                    "fallback: a failed provider is retried after {} s, dropped after {} failures",
+                    f.cooldown.as_secs_f64(),
+                    f.max_failures
+                );
+            }
+            if online {
+                return ping_all(&providers, false);
             }
             Ok(())
         }
@@ -273,6 +298,36 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             bad.map_or(Ok(()), |e| Err(fail(e)))
         }
+    }
+}
+
+/// `hark check --online`: pings every provider in turn; a failure for any is the command's.
+fn ping_all(
+    providers: &[hark::config::entries::ProviderEntry],
+    quiet: bool,
+) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    let mut failed = Vec::new();
+    for p in providers {
+        let started = std::time::Instant::now();
+        let result = rt.block_on(p.ping());
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        match result {
+            Ok(()) if !quiet => println!("ping {}: ok ({ms:.0} ms)", p.section),
+            Ok(()) => {}
+            Err(e) => {
+                println!("ping {}: failed: {e} ({ms:.0} ms)", p.section);
+                failed.push(p.section.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!("no answer from {}", failed.join(", "))))
     }
 }
 

@@ -6,6 +6,7 @@
 //! so API keys stay out of the file.
 
 pub mod agent;
+pub mod entries;
 mod env;
 mod lines;
 pub mod llm;

@@ -207,6 +207,22 @@ impl Roster {
     }
 }
 
+/// A chain answers when any of its providers does; otherwise the first one's error.
+async fn ping_chain(
+    pings: impl Iterator<Item = impl std::future::Future<Output = Result<(), ProviderError>>>,
+) -> Result<(), ProviderError> {
+    let mut first = None;
+    for ping in pings {
+        match ping.await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| ProviderError::Unavailable("no providers".into())))
+}
+
 fn fallback_label(component: &str, labels: &[String]) -> String {
     format!("fallback-{component}({})", labels.join(","))
 }
@@ -240,6 +256,10 @@ impl FallbackLlm {
 impl Llm for FallbackLlm {
     fn label(&self) -> &str {
         &self.label
+    }
+
+    async fn ping(&self) -> Result<(), ProviderError> {
+        ping_chain(self.providers.iter().map(|p| p.ping())).await
     }
 
     /// Tries providers in turn until one starts answering: a provider that fails before its
@@ -323,6 +343,10 @@ impl FallbackTts {
 impl Tts for FallbackTts {
     fn label(&self) -> &str {
         &self.label
+    }
+
+    async fn ping(&self) -> Result<(), ProviderError> {
+        ping_chain(self.providers.iter().map(|p| p.ping())).await
     }
 
     fn sample_rate(&self) -> u32 {
@@ -506,6 +530,10 @@ impl FallbackStt {
 impl Stt for FallbackStt {
     fn label(&self) -> &str {
         &self.label
+    }
+
+    async fn ping(&self) -> Result<(), ProviderError> {
+        ping_chain(self.providers.iter().map(|p| p.ping())).await
     }
 
     fn sample_rate(&self) -> u32 {

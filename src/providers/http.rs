@@ -195,6 +195,33 @@ pub fn status_error(
     }
 }
 
+/// Whether a service answers and takes the key: one GET of a free, documented listing
+/// (models, voices) with the headers its requests carry, within `timeout`. What the
+/// providers' `ping` use.
+pub async fn ping(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    key: Option<&ApiKey>,
+    timeout: Duration,
+) -> Result<(), ProviderError> {
+    let response = tokio::time::timeout(timeout, client.get(url).headers(headers).send())
+        .await
+        .map_err(|_| ProviderError::Timeout)?
+        .map_err(transport_error)?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(timeout, response.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Err(status_error(status, &headers, &body, key))
+}
+
 /// The human-readable message of an error body: OpenAI's `{"error": {"message": …}}` (also
 /// Anthropic's and Gemini's shape), or the `{"error": "…"}` some LAN servers send; shortened.
 /// `None` when the body holds neither (an HTML proxy page is not worth repeating).

@@ -98,6 +98,13 @@ pub trait Stt: Send + Sync {
     }
     /// Opens a stream.
     async fn connect(&self) -> Result<SttSession, ProviderError>;
+
+    /// Whether the service answers and takes the key, without spending anything (no audio,
+    /// no tokens): what `hark check --online` asks. The default is for providers with nothing
+    /// to reach (in-process ones); every network provider overrides it.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 /// A function call the LLM asked for.
@@ -146,6 +153,13 @@ pub trait Llm: Send + Sync {
     fn label(&self) -> &str;
     /// Starts a streamed answer.
     async fn chat(&self, request: LlmRequest) -> Result<LlmStream, ProviderError>;
+
+    /// Whether the service answers and takes the key, without spending anything (no audio,
+    /// no tokens): what `hark check --online` asks. The default is for providers with nothing
+    /// to reach (in-process ones); every network provider overrides it.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 /// Synthesised audio: mono chunks at [`Tts::sample_rate`]; the channel closes at the end.
@@ -161,4 +175,11 @@ pub trait Tts: Send + Sync {
     fn sample_rate(&self) -> u32;
     /// Starts synthesising what arrives on `text` (closed when the reply's text is complete).
     async fn synthesize(&self, text: mpsc::Receiver<String>) -> Result<AudioStream, ProviderError>;
+
+    /// Whether the service answers and takes the key, without spending anything (no audio,
+    /// no tokens): what `hark check --online` asks. The default is for providers with nothing
+    /// to reach (in-process ones); every network provider overrides it.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }

@@ -14,6 +14,7 @@ mod sse_server;
 mod stt_support;
 
 mod cascade;
+mod check_online;
 mod fallback;
 mod llm_anthropic;
 mod llm_gemini;

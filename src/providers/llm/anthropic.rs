@@ -87,6 +87,10 @@ impl Llm for AnthropicLlm {
         self.endpoint.label
     }
 
+    async fn ping(&self) -> Result<(), ProviderError> {
+        self.endpoint.ping().await
+    }
+
     async fn chat(&self, request: LlmRequest) -> Result<LlmStream, ProviderError> {
         let body = self.request_body(&request);
         self.endpoint
@@ -101,11 +105,13 @@ pub fn check(config: &HttpLlmConfig) -> Result<(), HttpLlmError> {
     Endpoint::check(config, &route(config)?)
 }
 
-/// `POST {base}/v1/messages` with `x-api-key` and `anthropic-version`.
+/// `POST {base}/v1/messages` with `x-api-key` and `anthropic-version`; pinged with
+/// `GET {base}/v1/models`.
 fn route(config: &HttpLlmConfig) -> Result<Route, HttpLlmError> {
     let url = join_url(&config.base_url, "v1/messages")?;
     Ok(Route::new(
         url,
+        join_url(&config.base_url, "v1/models")?,
         KeyHeader::Named("x-api-key"),
         &[("anthropic-version", API_VERSION)],
     ))

@@ -125,6 +125,8 @@ pub(super) type StatusErrorFn = fn(StatusCode, &HeaderMap, &str, Option<&ApiKey>
 pub(super) struct Route {
     /// The full URL of the streaming endpoint.
     pub url: reqwest::Url,
+    /// A free listing (the models) that checks the service and the key.
+    pub ping: reqwest::Url,
     /// How the key is sent.
     pub key_header: KeyHeader,
     /// Headers the protocol requires on every request (e.g. `anthropic-version`).
@@ -137,11 +139,13 @@ impl Route {
     /// A route with the usual reading of error replies.
     pub fn new(
         url: reqwest::Url,
+        ping: reqwest::Url,
         key_header: KeyHeader,
         fixed: &'static [(&'static str, &'static str)],
     ) -> Self {
         Route {
             url,
+            ping,
             key_header,
             fixed,
             status_error: http::status_error,
@@ -229,6 +233,7 @@ pub(super) struct Endpoint {
     pub max_tokens: Option<u32>,
     client: reqwest::Client,
     url: reqwest::Url,
+    ping_url: reqwest::Url,
     headers: HeaderMap,
     key: Option<ApiKey>,
     status_error: StatusErrorFn,
@@ -274,6 +279,7 @@ impl Endpoint {
             max_tokens: config.max_tokens,
             client,
             url: route.url,
+            ping_url: route.ping,
             headers,
             key,
             status_error: route.status_error,
@@ -281,6 +287,18 @@ impl Endpoint {
             idle_timeout: config.idle_timeout,
             retry: config.retry,
         })
+    }
+
+    /// Lists the models: reachable, and the key taken.
+    pub async fn ping(&self) -> Result<(), ProviderError> {
+        http::ping(
+            &self.client,
+            self.ping_url.clone(),
+            self.headers.clone(),
+            self.key.as_ref(),
+            self.first_byte_timeout,
+        )
+        .await
     }
 
     /// Sends `body` for `request` (retrying what may be retried until the service accepts it)
@@ -622,14 +640,23 @@ mod tests {
             api_key: Some(ApiKey::new("k-1")),
             ..HttpLlmConfig::new("http://h", "m")
         };
-        let named = Route::new(url.clone(), KeyHeader::Named("x-api-key"), &[("v", "1")]);
+        let named = Route::new(
+            url.clone(),
+            url.clone(),
+            KeyHeader::Named("x-api-key"),
+            &[("v", "1")],
+        );
         let (h, _) = request_headers(&config, &named).unwrap();
         assert_eq!(h["x-api-key"], "k-1");
         assert!(h["x-api-key"].is_sensitive());
         assert!(!h.contains_key(AUTHORIZATION));
         assert_eq!(h["v"], "1");
         assert_eq!(h[ACCEPT], "text/event-stream");
-        let (h, _) = request_headers(&config, &Route::new(url, KeyHeader::Bearer, &[])).unwrap();
+        let (h, _) = request_headers(
+            &config,
+            &Route::new(url.clone(), url, KeyHeader::Bearer, &[]),
+        )
+        .unwrap();
         assert_eq!(h[AUTHORIZATION], "Bearer k-1");
     }
 }

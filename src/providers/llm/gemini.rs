@@ -116,6 +116,10 @@ impl Llm for GeminiLlm {
         self.endpoint.label
     }
 
+    async fn ping(&self) -> Result<(), ProviderError> {
+        self.endpoint.ping().await
+    }
+
     async fn chat(&self, request: LlmRequest) -> Result<LlmStream, ProviderError> {
         let body = self.request_body(&request);
         let answer = ResponseStream {
@@ -134,9 +138,11 @@ pub fn check(config: &HttpLlmConfig) -> Result<(), HttpLlmError> {
 }
 
 /// `POST {base}/v1beta/models/{model}:streamGenerateContent?alt=sse` with `x-goog-api-key`;
-/// the model may be given with or without its `models/` prefix.
+/// the model may be given with or without its `models/` prefix. Pinged with
+/// `GET {base}/v1beta/models`.
 fn route(config: &HttpLlmConfig) -> Result<Route, HttpLlmError> {
-    let mut url = join_url(&config.base_url, "v1beta/models")?;
+    let ping = join_url(&config.base_url, "v1beta/models")?;
+    let mut url = ping.clone();
     let model = config.model.trim();
     let model = model.strip_prefix("models/").unwrap_or(model);
     url.path_segments_mut()
@@ -146,7 +152,7 @@ fn route(config: &HttpLlmConfig) -> Result<Route, HttpLlmError> {
     url.set_query(Some("alt=sse"));
     Ok(Route {
         status_error,
-        ..Route::new(url, KeyHeader::Named("x-goog-api-key"), &[])
+        ..Route::new(url, ping, KeyHeader::Named("x-goog-api-key"), &[])
     })
 }
 

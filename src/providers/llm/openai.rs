@@ -79,6 +79,10 @@ impl Llm for OpenAiLlm {
         self.endpoint.label
     }
 
+    async fn ping(&self) -> Result<(), ProviderError> {
+        self.endpoint.ping().await
+    }
+
     async fn chat(&self, request: LlmRequest) -> Result<LlmStream, ProviderError> {
         let body = self.request_body(&request);
         self.endpoint
@@ -93,10 +97,12 @@ pub fn check(config: &HttpLlmConfig) -> Result<(), HttpLlmError> {
     Endpoint::check(config, &route(config)?)
 }
 
-/// `POST {base}/chat/completions` with the key as a bearer token.
+/// `POST {base}/chat/completions` with the key as a bearer token; pinged with
+/// `GET {base}/models`, which OpenAI and the LAN servers (Ollama, llama.cpp, vLLM) all serve.
 fn route(config: &HttpLlmConfig) -> Result<Route, HttpLlmError> {
     let url = join_url(&config.base_url, "chat/completions")?;
-    Ok(Route::new(url, KeyHeader::Bearer, &[]))
+    let ping = join_url(&config.base_url, "models")?;
+    Ok(Route::new(url, ping, KeyHeader::Bearer, &[]))
 }
 
 /// The chat context as Chat Completions `messages`.

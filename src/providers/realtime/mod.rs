@@ -183,4 +183,17 @@ pub trait Realtime: Send + Sync {
     }
     /// Opens a connection configured with `setup`.
     async fn connect(&self, setup: RealtimeSetup) -> Result<RealtimeSession, ProviderError>;
+
+    /// Whether the service answers and takes the key, without spending anything: what
+    /// `hark check --online` asks. Opens a session (the upgrade carries the key; the service
+    /// accepts the set-up) and closes it unused.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        let setup = RealtimeSetup {
+            instructions: String::new(),
+            tools: Vec::new(),
+            modality: RealtimeModality::Audio,
+            audio_input: true,
+        };
+        self.connect(setup).await.map(drop)
+    }
 }

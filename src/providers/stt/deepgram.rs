@@ -174,6 +174,11 @@ impl Stt for DeepgramStt {
         self.rate
     }
 
+    /// Opens a stream (the key is checked at the upgrade) and closes it unused.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        self.connect().await.map(drop)
+    }
+
     async fn connect(&self) -> Result<SttSession, ProviderError> {
         let spec = StreamSpec {
             label: LABEL,

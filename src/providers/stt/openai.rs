@@ -196,6 +196,26 @@ impl Stt for OpenAiStt {
         self.inner.rate
     }
 
+    /// `GET {base}/models` (served by OpenAI and by LAN whisper servers with this route).
+    async fn ping(&self) -> Result<(), ProviderError> {
+        let mut url = self.inner.url.clone();
+        url.path_segments_mut()
+            .map_err(|()| ProviderError::Protocol("not a base URL".into()))?
+            .pop()
+            .pop()
+            .push("models");
+        let mut headers = self.inner.headers.clone();
+        headers.remove(reqwest::header::ACCEPT);
+        http::ping(
+            &self.inner.client,
+            url,
+            headers,
+            self.inner.key.as_ref(),
+            self.inner.timeout,
+        )
+        .await
+    }
+
     async fn connect(&self) -> Result<SttSession, ProviderError> {
         let (utterances_tx, utterances_rx) = mpsc::channel(QUEUED_UTTERANCES);
         let (spares_tx, spares_rx) = mpsc::channel(QUEUED_UTTERANCES + 2);

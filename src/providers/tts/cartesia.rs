@@ -216,6 +216,11 @@ impl Tts for CartesiaTts {
         self.sample_rate
     }
 
+    /// Opens the socket (the upgrade carries the key) and closes it unused.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        super::ping_socket(&self.url, "X-API-Key", &self.key, self.connect_timeout).await
+    }
+
     /// Opens the socket, so a refused key or an unreachable service is reported here.
     async fn synthesize(&self, text: mpsc::Receiver<String>) -> Result<AudioStream, ProviderError> {
         let headers = [("X-API-Key", self.key.expose())];

@@ -253,6 +253,11 @@ impl Tts for ElevenLabsTts {
         self.sample_rate
     }
 
+    /// Opens the socket (the upgrade carries the key) and closes it unused.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        super::ping_socket(&self.url, "xi-api-key", &self.key, self.connect_timeout).await
+    }
+
     /// Opens the socket and sends the first message, so a refused key or an unreachable
     /// service is reported here, before any text is owed.
     async fn synthesize(&self, text: mpsc::Receiver<String>) -> Result<AudioStream, ProviderError> {

@@ -137,6 +137,24 @@ impl Tts for EspeakTts {
         SAMPLE_RATE
     }
 
+    /// Runs `espeak-ng --version`: the program is there and starts.
+    async fn ping(&self) -> Result<(), ProviderError> {
+        let child = self.spawn(&["--version".to_owned()])?;
+        let run = tokio::time::timeout(self.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| ProviderError::Timeout)?
+            .map_err(|e| ProviderError::Unavailable(format!("{}: {e}", self.program.display())))?;
+        if run.status.success() {
+            Ok(())
+        } else {
+            Err(ProviderError::Unavailable(format!(
+                "{} --version failed ({})",
+                self.program.display(),
+                run.status
+            )))
+        }
+    }
+
     async fn synthesize(&self, text: mpsc::Receiver<String>) -> Result<AudioStream, ProviderError> {
         let (tx, rx) = mpsc::channel(AUDIO_CHANNEL);
         tokio::spawn(reply(self.clone(), text, tx));
@@ -172,10 +190,10 @@ async fn reply(tts: EspeakTts, mut text: mpsc::Receiver<String>, out: AudioSende
 }
 
 impl EspeakTts {
-    /// One run of the program for `sentence`, its audio sent to `out` as it is written.
-    async fn speak(&self, sentence: &str, out: &AudioSender) -> Result<(), ProviderError> {
-        let mut child = Command::new(&self.program)
-            .args(self.args())
+    /// The program with `args`, its three streams piped, killed when dropped.
+    fn spawn(&self, args: &[String]) -> Result<tokio::process::Child, ProviderError> {
+        Command::new(&self.program)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -193,7 +211,12 @@ impl EspeakTts {
                         self.program.display()
                     ))
                 }
-            })?;
+            })
+    }
+
+    /// One run of the program for `sentence`, its audio sent to `out` as it is written.
+    async fn speak(&self, sentence: &str, out: &AudioSender) -> Result<(), ProviderError> {
+        let mut child = self.spawn(&self.args())?;
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");

@@ -271,6 +271,27 @@ impl Tts for OpenAiTts {
         self.shared.sample_rate
     }
 
+    /// `GET {base}/models` (OpenAI's listing; LAN servers with this route serve it too).
+    async fn ping(&self) -> Result<(), ProviderError> {
+        let s = &self.shared;
+        let mut url = s.url.clone();
+        url.path_segments_mut()
+            .map_err(|()| ProviderError::Protocol("not a base URL".into()))?
+            .pop()
+            .pop()
+            .push("models");
+        let mut headers = s.headers.clone();
+        headers.remove(reqwest::header::CONTENT_TYPE);
+        http::ping(
+            &s.client,
+            url,
+            headers,
+            s.key.as_ref(),
+            s.first_byte_timeout,
+        )
+        .await
+    }
+
     /// Starts the reply's task and returns at once: requests go out as sentences arrive, and
     /// their failures come through the stream.
     async fn synthesize(&self, text: mpsc::Receiver<String>) -> Result<AudioStream, ProviderError> {

@@ -209,7 +209,10 @@ async fn read_request(socket: &mut TcpStream) -> Option<Received> {
             (k.trim().to_ascii_lowercase(), v.trim().to_owned())
         })
         .collect();
-    let length: usize = headers["content-length"].parse().unwrap();
+    // A GET has no body and no length.
+    let length: usize = headers
+        .get("content-length")
+        .map_or(0, |l| l.parse().unwrap());
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < length {
         let n = socket.read(&mut tmp).await.ok()?;
@@ -222,7 +225,11 @@ async fn read_request(socket: &mut TcpStream) -> Option<Received> {
         method,
         path,
         headers,
-        body: serde_json::from_slice(&body).unwrap(),
+        body: if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap()
+        },
         at: Instant::now(),
     })
 }
