@@ -146,7 +146,7 @@ async fn ws_peer(reply: Reply) -> String {
 }
 
 /// Deepgram: every audio frame is answered with an interim `Results`.
-fn deepgram(m: &Message) -> Vec<(String, bool)> {
+fn deepgram_peer(m: &Message) -> Vec<(String, bool)> {
     if !matches!(m, Message::Binary(_)) {
         return vec![];
     }
@@ -157,7 +157,7 @@ fn deepgram(m: &Message) -> Vec<(String, bool)> {
     vec![(results.to_string(), true)]
 }
 
-fn elevenlabs(m: &Message) -> Vec<(String, bool)> {
+fn elevenlabs_peer(m: &Message) -> Vec<(String, bool)> {
     let Some(m) = text(m) else { return vec![] };
     match m["text"].as_str() {
         Some("") => vec![(json!({"isFinal": true}).to_string(), false)],
@@ -171,7 +171,7 @@ fn elevenlabs(m: &Message) -> Vec<(String, bool)> {
     }
 }
 
-fn cartesia(m: &Message) -> Vec<(String, bool)> {
+fn cartesia_peer(m: &Message) -> Vec<(String, bool)> {
     let Some(m) = text(m) else { return vec![] };
     let ctx = m["context_id"].clone();
     let mut out = Vec::new();
@@ -188,7 +188,7 @@ fn cartesia(m: &Message) -> Vec<(String, bool)> {
 }
 
 /// OpenAI Realtime: `session.updated` for the configuration, an audio delta for each append.
-fn openai_realtime(m: &Message) -> Vec<(String, bool)> {
+fn openai_realtime_peer(m: &Message) -> Vec<(String, bool)> {
     let Some(m) = text(m) else { return vec![] };
     match m["type"].as_str() {
         Some("session.update") => {
@@ -209,7 +209,7 @@ fn openai_realtime(m: &Message) -> Vec<(String, bool)> {
 }
 
 /// Gemini Live: `setupComplete` for the setup, a model turn's audio for each input.
-fn gemini_live(m: &Message) -> Vec<(String, bool)> {
+fn gemini_live_peer(m: &Message) -> Vec<(String, bool)> {
     let Some(m) = text(m) else { return vec![] };
     if m.get("setup").is_some() {
         return vec![(json!({"setupComplete": {}}).to_string(), false)];
@@ -290,13 +290,13 @@ fn start_peers() -> Peers {
             .unwrap();
         rt.block_on(async {
             let peers = Peers {
-                deepgram: ws_peer(deepgram).await,
-                elevenlabs: ws_peer(elevenlabs).await,
-                cartesia: ws_peer(cartesia).await,
+                deepgram: ws_peer(deepgram_peer).await,
+                elevenlabs: ws_peer(elevenlabs_peer).await,
+                cartesia: ws_peer(cartesia_peer).await,
                 speech: speech_peer(Duration::ZERO).await,
                 speech_held: speech_peer(Duration::from_secs(3600)).await,
-                openai_realtime: ws_peer(openai_realtime).await,
-                gemini_live: ws_peer(gemini_live).await,
+                openai_realtime: ws_peer(openai_realtime_peer).await,
+                gemini_live: ws_peer(gemini_live_peer).await,
             };
             tx.send(peers).unwrap();
             std::future::pending::<()>().await;
