@@ -1065,19 +1065,9 @@ impl hark::session::AudioSink for Speaker {
     }
 }
 
-/// Two seconds of real speech at 16 kHz if the speech files were fetched, else a tone.
+/// Two seconds of real speech at 16 kHz (fetched by the test command; a clear failure if not).
 fn speech_16k() -> Vec<f32> {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/speech/clone-test.wav");
-    let audio = match hark::audio::read_wav(&path) {
-        Ok(a) => a,
-        Err(_) => hark::audio::Audio {
-            rate: 16_000,
-            samples: (0..32_000)
-                .map(|i| 0.3 * (i as f32 * 2.0 * std::f32::consts::PI * 220.0 / 16_000.0).sin())
-                .collect(),
-        },
-    };
+    let audio = crate::common::speech("clone-test.wav");
     let mut out = Vec::new();
     let mut r = hark::audio::resample::Resampler::new(audio.rate, 16_000);
     r.process(&audio.samples, &mut out);
