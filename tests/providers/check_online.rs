@@ -152,6 +152,7 @@ async fn http_providers_are_pinged_with_their_documented_listing_and_key_header(
     let start = || ScriptedHttpServer::start(vec![vec![models_listing()]]);
     let (stt, anthropic, gemini, tts) =
         (start().await, start().await, start().await, start().await);
+    let elevenlabs = start().await;
     let config = format!(
         r#"
 [stt]
@@ -175,11 +176,18 @@ api_key = "{BACKUP_KEY}"
 provider = "openai"
 base_url = "{tts}/v1"
 api_key = "{LLM_KEY}"
+
+[[tts.fallback]]
+provider = "elevenlabs"
+voice = "21m00Tcm4TlvDq8ikWAM"
+base_url = "{elevenlabs}/v1"
+api_key = "{BACKUP_KEY}"
 "#,
         stt = stt.base_url,
         anthropic = anthropic.base_url,
         gemini = gemini.base_url,
         tts = tts.base_url,
+        elevenlabs = elevenlabs.base_url.replace("http://", "ws://"),
     );
     let (code, stdout, stderr) = hark_check(&config, &["--online", "--quiet"]).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
@@ -207,4 +215,9 @@ api_key = "{LLM_KEY}"
     let r = get(&gemini);
     assert_eq!(r.path, "/v1beta/models");
     assert_eq!(r.headers["x-goog-api-key"], BACKUP_KEY);
+    // ElevenLabs' socket takes any key until the first message; its REST API checks the key
+    // and the voice, on the socket's host.
+    let r = get(&elevenlabs);
+    assert_eq!(r.path, "/v1/voices/21m00Tcm4TlvDq8ikWAM");
+    assert_eq!(r.headers["xi-api-key"], BACKUP_KEY);
 }

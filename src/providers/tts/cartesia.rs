@@ -218,7 +218,11 @@ impl Tts for CartesiaTts {
 
     /// Opens the socket (the upgrade carries the key) and closes it unused.
     async fn ping(&self) -> Result<(), ProviderError> {
-        super::ping_socket(&self.url, "X-API-Key", &self.key, self.connect_timeout).await
+        let headers = [("X-API-Key", self.key.expose())];
+        let mut socket =
+            ws::connect(&self.url, &headers, Some(&self.key), self.connect_timeout).await?;
+        let _ = socket.close(None).await;
+        Ok(())
     }
 
     /// Opens the socket, so a refused key or an unreachable service is reported here.

@@ -26,7 +26,7 @@ use super::{
     header_key, invalid, run_socket, service_error, spaced, ws_base_url, Base64Pcm, Reply,
     SocketProtocol, Timeouts, TtsSetupError, AUDIO_CHANNEL,
 };
-use crate::providers::http::ApiKey;
+use crate::providers::http::{self, ApiKey};
 use crate::providers::{ws, AudioStream, ProviderError, Tts};
 
 /// ElevenLabs' own endpoint, the default base URL.
@@ -117,6 +117,8 @@ impl std::fmt::Debug for ElevenLabsConfig {
 /// ElevenLabs speech. Cheap to share: one per configured provider, one socket per reply.
 pub struct ElevenLabsTts {
     url: String,
+    /// `GET {base}/voices/{voice_id}` over HTTP(S): what `ping` asks.
+    voice_url: reqwest::Url,
     key: ApiKey,
     first_message: String,
     sample_rate: u32,
@@ -141,6 +143,7 @@ impl ElevenLabsTts {
         let key = header_key(config.api_key.as_ref())?.ok_or(TtsSetupError::MissingKey)?;
         Ok(ElevenLabsTts {
             url,
+            voice_url: voice_url(&config)?,
             key,
             first_message: first_message(&config).to_string(),
             sample_rate: config.sample_rate,
@@ -157,6 +160,25 @@ impl ElevenLabsTts {
 /// Checks `config` as [`ElevenLabsTts::new`] would, without building anything.
 pub fn check(config: &ElevenLabsConfig) -> Result<(), TtsSetupError> {
     ElevenLabsTts::new(config.clone()).map(drop)
+}
+
+/// The voice's own page of the REST API, on the socket's host (`wss` → `https`): a bad key
+/// or an unknown voice is refused there, while the socket would accept both until the first
+/// message.
+fn voice_url(config: &ElevenLabsConfig) -> Result<reqwest::Url, TtsSetupError> {
+    let mut url = ws_base_url(&config.base_url)?;
+    let scheme = if url.scheme() == "wss" {
+        "https"
+    } else {
+        "http"
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| TtsSetupError::InvalidBaseUrl("no HTTP form".into()))?;
+    url.path_segments_mut()
+        .map_err(|_| TtsSetupError::InvalidBaseUrl("not a base URL".into()))?
+        .pop_if_empty()
+        .extend(["voices", config.voice_id.trim()]);
+    Ok(url)
 }
 
 /// The socket's URL: the voice in the path, the model, format and language in the query.
@@ -253,9 +275,25 @@ impl Tts for ElevenLabsTts {
         self.sample_rate
     }
 
-    /// Opens the socket (the upgrade carries the key) and closes it unused.
+    /// `GET {base}/voices/{voice_id}` with the key: the service answers, takes the key and
+    /// knows the voice.
     async fn ping(&self) -> Result<(), ProviderError> {
-        super::ping_socket(&self.url, "xi-api-key", &self.key, self.connect_timeout).await
+        let client = http::shared_http_client()
+            .map_err(|e| ProviderError::Unavailable(format!("no HTTP client: {e}")))?;
+        let mut key = reqwest::header::HeaderValue::from_str(self.key.expose())
+            .map_err(|_| ProviderError::Auth)?;
+        key.set_sensitive(true);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("xi-api-key", key);
+        let timeout = self.connect_timeout + self.timeouts.first_byte;
+        http::ping(
+            &client,
+            self.voice_url.clone(),
+            headers,
+            Some(&self.key),
+            timeout,
+        )
+        .await
     }
 
     /// Opens the socket and sends the first message, so a refused key or an unreachable

@@ -384,19 +384,6 @@ pub(crate) fn ws_base_url(base: &str) -> Result<reqwest::Url, TtsSetupError> {
     Ok(url)
 }
 
-/// A WebSocket voice's ping: opens the socket (the upgrade carries the key in `header`) and
-/// closes it unused.
-pub(crate) async fn ping_socket(
-    url: &str,
-    header: &str,
-    key: &ApiKey,
-    timeout: Duration,
-) -> Result<(), ProviderError> {
-    let mut socket = ws::connect(url, &[(header, key.expose())], Some(key), timeout).await?;
-    let _ = socket.close(None).await;
-    Ok(())
-}
-
 /// The key, when one is given and not empty, checked to fit in a header.
 pub(crate) fn header_key(key: Option<&ApiKey>) -> Result<Option<ApiKey>, TtsSetupError> {
     match key.filter(|k| !k.is_empty()) {
