@@ -183,3 +183,12 @@ pub trait Tts: Send + Sync {
         Ok(())
     }
 }
+
+/// Sleeps until `deadline`, or forever without one: the arm of a `select!` for an optional
+/// timeout (a stall, a keep-alive).
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -42,14 +42,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::wire::{
-    decode_audio, encode_audio, stream_error, websocket_url, AudioQueue, QueuedInput,
+    assistant, decode_audio, encode_audio, stream_error, user, websocket_url, AudioQueue,
+    QueuedInput,
 };
 use super::{
     Realtime, RealtimeCommand, RealtimeEvent, RealtimeModality, RealtimeSession, RealtimeSetup,
 };
-use crate::agent::context::ChatRole;
 use crate::agent::schema::gemini_function_declaration;
 use crate::providers::http::{shorten, ApiKey};
+use crate::providers::sleep_until;
 use crate::providers::ws::{self, CloseFrame, Message, WsStream};
 use crate::providers::{ProviderError, ToolCallRequest};
 
@@ -1005,30 +1006,6 @@ impl Connection {
         self.emit(RealtimeEvent::Error(ProviderError::Timeout))
             .await?;
         self.cancel().await
-    }
-}
-
-fn user(text: String, is_final: bool) -> RealtimeEvent {
-    RealtimeEvent::Transcript {
-        role: ChatRole::User,
-        text,
-        is_final,
-    }
-}
-
-fn assistant(text: String, is_final: bool) -> RealtimeEvent {
-    RealtimeEvent::Transcript {
-        role: ChatRole::Assistant,
-        text,
-        is_final,
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -41,15 +41,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::wire::{
-    decode_audio, encode_audio, stream_error, websocket_url, AudioQueue, QueuedInput,
+    assistant, decode_audio, encode_audio, stream_error, user, websocket_url, AudioQueue,
+    QueuedInput,
 };
 use super::{
     Realtime, RealtimeCommand, RealtimeEvent, RealtimeModality, RealtimeSession, RealtimeSetup,
 };
-use crate::agent::context::ChatRole;
 use crate::agent::schema::openai_realtime_tool;
 use crate::agent::ToolSpec;
 use crate::providers::http::{shorten, ApiKey};
+use crate::providers::sleep_until;
 use crate::providers::ws::{self, Message, WsStream};
 use crate::providers::{ProviderError, ToolCallRequest};
 
@@ -894,30 +895,6 @@ fn response_id<'e>(ev: &'e ServerEvent<'_>) -> Option<&'e str> {
         .and_then(|r| r.get("id"))
         .and_then(Value::as_str)
         .or(ev.response_id.as_deref())
-}
-
-fn user(text: String, is_final: bool) -> RealtimeEvent {
-    RealtimeEvent::Transcript {
-        role: ChatRole::User,
-        text,
-        is_final,
-    }
-}
-
-fn assistant(text: String, is_final: bool) -> RealtimeEvent {
-    RealtimeEvent::Transcript {
-        role: ChatRole::Assistant,
-        text,
-        is_final,
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

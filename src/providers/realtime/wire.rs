@@ -15,7 +15,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use tokio::sync::Notify;
 
-use super::RealtimeInput;
+use super::{RealtimeEvent, RealtimeInput};
+use crate::agent::context::ChatRole;
 use crate::audio::pcm::{decode_pcm16, encode_pcm16};
 use crate::providers::http::ApiKey;
 use crate::providers::ws;
@@ -139,6 +140,24 @@ pub(crate) fn websocket_url(url: &str) -> Result<reqwest::Url, String> {
         return Err(format!("scheme {:?} is not ws(s)", parsed.scheme()));
     }
     Ok(parsed)
+}
+
+/// The user's words as the model heard them.
+pub(super) fn user(text: String, is_final: bool) -> RealtimeEvent {
+    RealtimeEvent::Transcript {
+        role: ChatRole::User,
+        text,
+        is_final,
+    }
+}
+
+/// The model's words as it speaks them.
+pub(super) fn assistant(text: String, is_final: bool) -> RealtimeEvent {
+    RealtimeEvent::Transcript {
+        role: ChatRole::Assistant,
+        text,
+        is_final,
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@
 //! (session expired) [`ProviderError::Unavailable`], 3006 (invalid message) and 3007 (audio
 //! too short, too long or too fast) [`ProviderError::Protocol`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,24 +92,17 @@ impl Default for AssemblyAiConfig {
 
 /// AssemblyAI Universal-Streaming. One per configured provider, a stream per session.
 pub struct AssemblyAiStt {
-    url: String,
-    auth: Option<String>,
-    key: Option<ApiKey>,
-    rate: u32,
+    spec: StreamSpec,
     format_turns: bool,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    retry: RetryPolicy,
-    dropped: Arc<AtomicU64>,
 }
 
 // Hand-written: the `Authorization` value is the key.
 impl std::fmt::Debug for AssemblyAiStt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AssemblyAiStt")
-            .field("url", &self.url)
-            .field("api_key", &self.key)
-            .field("rate", &self.rate)
+            .field("url", &self.spec.url)
+            .field("api_key", &self.spec.key)
+            .field("rate", &self.spec.rate)
             .finish_non_exhaustive()
     }
 }
@@ -121,22 +113,24 @@ impl AssemblyAiStt {
         let url = stream_url(&config)?;
         let auth = auth_header(config.api_key.as_ref(), "")?;
         Ok(AssemblyAiStt {
-            url: url.into(),
-            auth,
-            key: config.api_key.filter(|k| !k.is_empty()),
-            rate: config.sample_rate,
+            spec: StreamSpec {
+                label: LABEL,
+                url: url.into(),
+                auth,
+                key: config.api_key.filter(|k| !k.is_empty()),
+                rate: config.sample_rate,
+                connect_timeout: config.connect_timeout,
+                idle_timeout: config.idle_timeout,
+                retry: config.retry,
+                dropped: Arc::default(),
+            },
             format_turns: config.format_turns,
-            connect_timeout: config.connect_timeout,
-            idle_timeout: config.idle_timeout,
-            retry: config.retry,
-            dropped: Arc::default(),
         })
     }
 
     /// Audio dropped so far, over all this provider's streams, because AssemblyAI was behind.
     pub fn dropped_audio(&self) -> Duration {
-        let samples = self.dropped.load(Ordering::Relaxed);
-        Duration::from_secs_f64(samples as f64 / self.rate as f64)
+        self.spec.dropped_audio()
     }
 }
 
@@ -166,7 +160,7 @@ impl Stt for AssemblyAiStt {
     }
 
     fn sample_rate(&self) -> u32 {
-        self.rate
+        self.spec.rate
     }
 
     /// Opens a stream (the key is checked at the upgrade) and closes it unused.
@@ -175,23 +169,12 @@ impl Stt for AssemblyAiStt {
     }
 
     async fn connect(&self) -> Result<SttSession, ProviderError> {
-        let spec = StreamSpec {
-            label: LABEL,
-            url: self.url.clone(),
-            auth: self.auth.clone(),
-            key: self.key.clone(),
-            rate: self.rate,
-            connect_timeout: self.connect_timeout,
-            idle_timeout: self.idle_timeout,
-            retry: self.retry,
-            dropped: self.dropped.clone(),
-        };
         let protocol = Protocol {
-            key: self.key.clone(),
+            key: self.spec.key.clone(),
             format_turns: self.format_turns,
             last_preflight: None,
         };
-        open_stream(spec, protocol).await
+        open_stream(self.spec.clone(), protocol).await
     }
 }
 

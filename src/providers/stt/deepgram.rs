@@ -19,7 +19,6 @@
 //! here, not the key (a refused key fails the handshake with 401), and 1011 `NET-0000`/
 //! `NET-0001` (timeouts on Deepgram's side) mean the service is unavailable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,23 +89,16 @@ impl Default for DeepgramConfig {
 
 /// Deepgram live streaming. Cheap to share: one per configured provider, a stream per session.
 pub struct DeepgramStt {
-    url: String,
-    auth: Option<String>,
-    key: Option<ApiKey>,
-    rate: u32,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    retry: RetryPolicy,
-    dropped: Arc<AtomicU64>,
+    spec: StreamSpec,
 }
 
 // Hand-written: the `Authorization` value holds the key.
 impl std::fmt::Debug for DeepgramStt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeepgramStt")
-            .field("url", &self.url)
-            .field("api_key", &self.key)
-            .field("rate", &self.rate)
+            .field("url", &self.spec.url)
+            .field("api_key", &self.spec.key)
+            .field("rate", &self.spec.rate)
             .finish_non_exhaustive()
     }
 }
@@ -117,21 +109,23 @@ impl DeepgramStt {
         let url = listen_url(&config)?;
         let auth = auth_header(config.api_key.as_ref(), "Token ")?;
         Ok(DeepgramStt {
-            url: url.into(),
-            auth,
-            key: config.api_key.filter(|k| !k.is_empty()),
-            rate: config.sample_rate,
-            connect_timeout: config.connect_timeout,
-            idle_timeout: config.idle_timeout,
-            retry: config.retry,
-            dropped: Arc::default(),
+            spec: StreamSpec {
+                label: LABEL,
+                url: url.into(),
+                auth,
+                key: config.api_key.filter(|k| !k.is_empty()),
+                rate: config.sample_rate,
+                connect_timeout: config.connect_timeout,
+                idle_timeout: config.idle_timeout,
+                retry: config.retry,
+                dropped: Arc::default(),
+            },
         })
     }
 
     /// Audio dropped so far, over all this provider's streams, because Deepgram was behind.
     pub fn dropped_audio(&self) -> Duration {
-        let samples = self.dropped.load(Ordering::Relaxed);
-        Duration::from_secs_f64(samples as f64 / self.rate as f64)
+        self.spec.dropped_audio()
     }
 }
 
@@ -171,7 +165,7 @@ impl Stt for DeepgramStt {
     }
 
     fn sample_rate(&self) -> u32 {
-        self.rate
+        self.spec.rate
     }
 
     /// Opens a stream (the key is checked at the upgrade) and closes it unused.
@@ -180,21 +174,10 @@ impl Stt for DeepgramStt {
     }
 
     async fn connect(&self) -> Result<SttSession, ProviderError> {
-        let spec = StreamSpec {
-            label: LABEL,
-            url: self.url.clone(),
-            auth: self.auth.clone(),
-            key: self.key.clone(),
-            rate: self.rate,
-            connect_timeout: self.connect_timeout,
-            idle_timeout: self.idle_timeout,
-            retry: self.retry,
-            dropped: self.dropped.clone(),
-        };
         open_stream(
-            spec,
+            self.spec.clone(),
             Protocol {
-                key: self.key.clone(),
+                key: self.spec.key.clone(),
             },
         )
         .await

@@ -97,7 +97,8 @@ pub(crate) trait StreamProtocol: Send + 'static {
     fn close_error(&self, frame: Option<&CloseFrame>) -> Option<ProviderError>;
 }
 
-/// How a streaming session is opened and watched.
+/// How a streaming session is opened and watched: built once per provider, cloned per stream.
+#[derive(Clone)]
 pub(crate) struct StreamSpec {
     /// Provider label for logs.
     pub label: &'static str,
@@ -117,6 +118,14 @@ pub(crate) struct StreamSpec {
     pub retry: RetryPolicy,
     /// The provider's count of samples dropped because the service was behind.
     pub dropped: Arc<AtomicU64>,
+}
+
+impl StreamSpec {
+    /// Audio dropped so far over all the provider's streams because the service was behind.
+    pub fn dropped_audio(&self) -> Duration {
+        let samples = self.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_secs_f64(samples as f64 / self.rate as f64)
+    }
 }
 
 /// Audio queued for the socket, in frames: about two seconds, so a brief stall costs no audio

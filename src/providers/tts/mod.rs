@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::providers::http::{self, ApiKey};
 use crate::providers::ws::{self, Message, WsStream};
-use crate::providers::ProviderError;
+use crate::providers::{sleep_until, ProviderError};
 
 pub use cartesia::{CartesiaConfig, CartesiaTts};
 pub use elevenlabs::{ElevenLabsConfig, ElevenLabsTts};
@@ -358,14 +358,6 @@ fn cut_short() -> ProviderError {
     ProviderError::Unavailable(
         "the service closed the connection before the audio was complete".into(),
     )
-}
-
-/// Sleeps until `at`, or forever when there is no deadline.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Parses a WebSocket base URL (`ws://` or `wss://`).
