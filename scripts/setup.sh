@@ -10,9 +10,12 @@ test_deps=0
 [[ "${1:-}" == "--test" ]] && test_deps=1
 
 # espeak-ng: the offline voice ([tts] provider = "espeak"), so the device can speak without network.
-packages=(gcc libc6-dev python3 python3-pip fonts-dejavu-core ca-certificates espeak-ng)
+# libasound2-dev + pkg-config: the kiosk's ALSA audio (the alsa crate links libasound).
+packages=(gcc libc6-dev pkg-config libasound2-dev python3 python3-pip fonts-dejavu-core
+  ca-certificates espeak-ng)
 if (( test_deps )); then
-  packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+  # The aarch64 build links the board's libasound: Debian's multiarch arm64 package.
+  packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64)
 fi
 
 missing=()
@@ -26,6 +29,9 @@ if (( ${#missing[@]} )); then
     sudo="sudo"
   fi
   echo "setup: installing ${missing[*]}"
+  if [[ " ${missing[*]} " == *":arm64 "* ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $sudo dpkg --add-architecture arm64
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod listen;
 pub mod providers;
+pub mod service;
 pub mod session;
 pub mod telephony;
 pub mod transport;

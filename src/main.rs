@@ -68,6 +68,17 @@ enum Command {
     },
     /// List the models, where each is found, and whether its checksum matches.
     Models,
+    /// List the ALSA capture and playback devices, with the rates and channels each takes.
+    Devices {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Talk to the configured agent through this machine's microphone and speaker, showing
+    /// the live state, transcripts and each turn's latency.
+    Console,
+    /// Run the configured agent as a daemon on the local sound card (systemd's `hark run`).
+    Run,
 }
 
 fn main() -> ExitCode {
@@ -138,11 +149,18 @@ fn load_config(cli: &Cli) -> Result<(Config, Option<PathBuf>), Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     let (config, config_path) = load_config(&cli)?;
     let store = ModelStore::new(cli.models_dir.as_deref(), &config.models);
-    match cli.command.unwrap_or(Command::Listen {
-        file: None,
-        json: false,
-        plot: None,
-    }) {
+    // No command: a configured agent with a model to think with talks at the kiosk; otherwise
+    // the offline demo listens to the embedded speech.
+    let default = if config.agent.is_some() && (config.llm.is_some() || config.realtime.is_some()) {
+        Command::Console
+    } else {
+        Command::Listen {
+            file: None,
+            json: false,
+            plot: None,
+        }
+    };
+    match cli.command.unwrap_or(default) {
         Command::Listen { file, json, plot } => {
             let (audio, name) = read_input(file.as_deref())?;
             let mut models = Models::load(&config.listen, &store).map_err(fail)?;
@@ -267,6 +285,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Devices { json } => {
+            let devices = hark::transport::local::device::list();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices).map_err(fail)?);
+            } else {
+                print_devices(&devices);
+            }
+            Ok(())
+        }
+        Command::Console => kiosk(&config, &store, true),
+        Command::Run => kiosk(&config, &store, false),
         Command::Models => {
             println!(
                 "search path: {}",
@@ -435,5 +464,121 @@ fn read_input(file: Option<&Path>) -> Result<(Audio, String), Failure> {
                 "demo speech (embedded)".into(),
             ))
         }
+    }
+}
+
+fn print_devices(devices: &[hark::transport::local::DeviceInfo]) {
+    if devices.is_empty() {
+        println!("no ALSA PCM devices found");
+    }
+    let caps = |c: &Option<hark::transport::local::device::Capabilities>| match c {
+        None => "-".to_string(),
+        Some(c) => format!(
+            "{}-{} Hz (as is: {}), {}-{} ch",
+            c.rates.0,
+            c.rates.1,
+            c.common_rates
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            c.channels.0,
+            c.channels.1
+        ),
+    };
+    for d in devices {
+        println!("{}  ({})", d.name, d.description);
+        println!("    capture:  {}", caps(&d.capture));
+        println!("    playback: {}", caps(&d.playback));
+    }
+}
+
+/// `hark console` and `hark run`: the kiosk until Ctrl-C or SIGTERM.
+fn kiosk(config: &Config, store: &ModelStore, console: bool) -> Result<(), Failure> {
+    use hark::service::kiosk::{self, KioskEvent};
+    let models = Models::load(&config.listen, store).map_err(fail)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    runtime.block_on(async {
+        let (events, mut rx) = tokio::sync::broadcast::channel(256);
+        let show = tokio::spawn(async move {
+            while let Ok(e) = rx.recv().await {
+                if console {
+                    show_event(&e);
+                } else if let KioskEvent::Session(hark::session::SessionEvent::TurnMetrics(m)) = &e
+                {
+                    tracing::info!(?m, "turn");
+                }
+            }
+        });
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        let board = hark::config::AudioDefaults::default();
+        let result = kiosk::run(config, &board, models, events, shutdown).await;
+        show.abort();
+        let stats = result.map_err(fail)?;
+        if console {
+            use std::sync::atomic::Ordering::Relaxed;
+            println!(
+                "audio: capture {} xruns, {} reopens; playback {} xruns, {} reopens",
+                stats.capture.xruns.load(Relaxed),
+                stats.capture.reopens.load(Relaxed),
+                stats.playback.xruns.load(Relaxed),
+                stats.playback.reopens.load(Relaxed)
+            );
+        }
+        Ok(())
+    })
+}
+
+/// One line per thing worth seeing in `hark console`.
+fn show_event(e: &hark::service::kiosk::KioskEvent) {
+    use hark::listen::ListenEvent;
+    use hark::service::kiosk::KioskEvent;
+    use hark::session::SessionEvent;
+    match e {
+        KioskEvent::SessionStarted => println!("-- conversation started"),
+        KioskEvent::SessionEnded => println!("-- conversation ended; speak to start another"),
+        KioskEvent::Listen(ListenEvent::Turn(t)) => println!(
+            "   pause: end-of-turn probability {:.2}{}",
+            t.probability,
+            if t.complete { " (turn over)" } else { "" }
+        ),
+        KioskEvent::Listen(_) => {}
+        KioskEvent::Session(s) => match s {
+            SessionEvent::AgentStateChanged { state } => println!("[agent {state:?}]"),
+            SessionEvent::UserTranscript {
+                text,
+                is_final: true,
+            } => println!("you: {text}"),
+            SessionEvent::AgentText { text } => println!("agent: {text}"),
+            SessionEvent::ToolCalled { name, arguments } => println!("tool {name}({arguments})"),
+            SessionEvent::Interrupted => println!("[interrupted]"),
+            SessionEvent::Error { component, message } => println!("[{component} error] {message}"),
+            SessionEvent::TurnMetrics(m) => {
+                let ms = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) => format!("{:.0} ms", (b - a) * 1e3),
+                    _ => "-".into(),
+                };
+                println!(
+                    "   turn {}: end of speech -> reply audio {}, LLM first token {}, TTS first byte {}",
+                    m.turn,
+                    ms(m.user_speech_end, m.first_sample_played),
+                    ms(m.llm_request, m.llm_first_token),
+                    ms(m.tts_request, m.tts_first_byte)
+                );
+            }
+            _ => {}
+        },
     }
 }

@@ -87,6 +87,9 @@ fn aarch64_release_build_gives_the_same_timeline_under_qemu() {
         "cortex-a72",
         "-L",
         "/usr/aarch64-linux-gnu",
+        // libasound comes from Debian's multiarch package, outside the cross sysroot.
+        "-E",
+        "LD_LIBRARY_PATH=/usr/lib/aarch64-linux-gnu",
     ];
     let config = tmp.join("cross-tract.toml");
     std::fs::write(

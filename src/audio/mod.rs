@@ -6,6 +6,7 @@
 pub mod mixer;
 pub mod pcm;
 pub mod resample;
+pub mod ring;
 pub mod wav;
 
 pub use resample::Resampler;

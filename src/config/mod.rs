@@ -6,6 +6,7 @@
 //! so API keys stay out of the file.
 
 pub mod agent;
+pub mod audio;
 pub mod entries;
 mod env;
 mod lines;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use agent::{AgentConfig, AgentEouConfig, AgentInterruptConfig, AgentIssue, WakeUpConfig};
+pub use audio::{AudioConfig, AudioDefaults};
 pub use env::expand_env;
 pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
 pub use realtime::{RealtimeBuildError, RealtimeConfig, RealtimeIssue, RealtimeProvider};
@@ -62,6 +64,9 @@ pub struct Config {
     /// How `fallback` lists in `[stt]`, `[llm]` and `[tts]` behave.
     #[serde(default)]
     pub fallback: FallbackConfig,
+    /// The kiosk's sound card.
+    #[serde(default)]
+    pub audio: AudioConfig,
 }
 
 /// `[fallback]`: when a failed provider is tried again and when it is given up on, for every
@@ -493,6 +498,9 @@ impl Config {
                 .validate()
                 .map_err(|i| bad(&format!("realtime.{}", i.key), i.message))?;
         }
+        self.audio
+            .validate()
+            .map_err(|(key, message)| bad(&format!("audio.{key}"), message))?;
         Ok(())
     }
 }

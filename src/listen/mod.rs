@@ -6,6 +6,7 @@
 
 pub mod denoise;
 pub mod engine;
+pub mod live;
 pub mod models;
 pub mod plot;
 pub mod timeline;

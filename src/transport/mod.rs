@@ -1,6 +1,8 @@
 //! Transports: where a session's audio comes from and goes to (ALSA, SIP/RTP, rooms), and the
 //! call controls some of them offer.
 
+pub mod local;
+
 use async_trait::async_trait;
 
 /// Why a call control failed.

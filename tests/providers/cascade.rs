@@ -45,53 +45,61 @@ fn chat_chunk(delta: Value, finish: Option<&str>) -> String {
     format!("data: {c}\n\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_speech_through_the_front_end_and_three_protocol_servers_becomes_a_spoken_answer()
-{
-    // Deepgram: interim results while audio flows, the final when hark sends Finalize (local
-    // VAD heard the end of speech).
-    let deepgram = WsTestServer::start(vec![vec![
-        stt_support::Step::AwaitAudio(16_000),
-        stt_support::Step::Send(crate::stt_deepgram::results("is the", false, false, false)),
-        stt_support::Step::AwaitText("Finalize"),
-        stt_support::Step::Send(crate::stt_deepgram::results(
-            "Is the pool open?",
-            true,
-            true,
-            true,
-        )),
-    ]])
-    .await;
-    let llm = ScriptedHttpServer::start(vec![vec![
-        sse_server::Step::StartStream,
-        sse_server::Step::Send(chat_chunk(
-            json!({"role": "assistant", "content": ""}),
-            None,
-        )),
-        sse_server::Step::Send(chat_chunk(json!({"content": "The pool is open"}), None)),
-        sse_server::Step::Send(chat_chunk(json!({"content": " until ten tonight."}), None)),
-        sse_server::Step::Send(chat_chunk(json!({}), Some("stop"))),
-        sse_server::Step::Send("data: [DONE]\n\n".into()),
-        sse_server::Step::End,
-    ]])
-    .await;
-    // 0.75 s of a 24 kHz tone, in two chunks, for whatever sentence is asked.
-    let tone: Vec<u8> = (0..18_000)
-        .flat_map(|i| ((((i as f32) * 0.05).sin() * 8000.0) as i16).to_le_bytes())
-        .collect();
-    let speech = SpeechTestServer::start(
-        vec![],
-        vec![
-            tts_openai::Step::Start("audio/pcm"),
-            tts_openai::Step::Send(tone[..12_000].to_vec()),
-            tts_openai::Step::Send(tone[12_000..].to_vec()),
-            tts_openai::Step::End,
-        ],
-    )
-    .await;
+/// The three protocol servers of a concierge that answers "Is the pool open?", and the
+/// hark.toml sections that point at them.
+pub(crate) struct Concierge {
+    pub deepgram: WsTestServer,
+    pub llm: ScriptedHttpServer,
+    pub speech: SpeechTestServer,
+    pub toml: String,
+}
 
-    let toml = format!(
-        r#"
+impl Concierge {
+    pub(crate) async fn start() -> Concierge {
+        // Deepgram: interim results while audio flows, the final when hark sends Finalize (local
+        // VAD heard the end of speech).
+        let deepgram = WsTestServer::start(vec![vec![
+            stt_support::Step::AwaitAudio(16_000),
+            stt_support::Step::Send(crate::stt_deepgram::results("is the", false, false, false)),
+            stt_support::Step::AwaitText("Finalize"),
+            stt_support::Step::Send(crate::stt_deepgram::results(
+                "Is the pool open?",
+                true,
+                true,
+                true,
+            )),
+        ]])
+        .await;
+        let llm = ScriptedHttpServer::start(vec![vec![
+            sse_server::Step::StartStream,
+            sse_server::Step::Send(chat_chunk(
+                json!({"role": "assistant", "content": ""}),
+                None,
+            )),
+            sse_server::Step::Send(chat_chunk(json!({"content": "The pool is open"}), None)),
+            sse_server::Step::Send(chat_chunk(json!({"content": " until ten tonight."}), None)),
+            sse_server::Step::Send(chat_chunk(json!({}), Some("stop"))),
+            sse_server::Step::Send("data: [DONE]\n\n".into()),
+            sse_server::Step::End,
+        ]])
+        .await;
+        // 0.75 s of a 24 kHz tone, in two chunks, for whatever sentence is asked.
+        let tone: Vec<u8> = (0..18_000)
+            .flat_map(|i| ((((i as f32) * 0.05).sin() * 8000.0) as i16).to_le_bytes())
+            .collect();
+        let speech = SpeechTestServer::start(
+            vec![],
+            vec![
+                tts_openai::Step::Start("audio/pcm"),
+                tts_openai::Step::Send(tone[..12_000].to_vec()),
+                tts_openai::Step::Send(tone[12_000..].to_vec()),
+                tts_openai::Step::End,
+            ],
+        )
+        .await;
+
+        let toml = format!(
+            r#"
 [agent]
 instructions = "You are the hotel's concierge."
 
@@ -111,10 +119,28 @@ provider = "openai"
 base_url = "{tts}"
 api_key = "sk-e2e-key"
 "#,
-        dg = deepgram.url("/v1/listen"),
-        llm = llm.base_url,
-        tts = speech.base_url,
-    );
+            dg = deepgram.url("/v1/listen"),
+            llm = llm.base_url,
+            tts = speech.base_url,
+        );
+        Concierge {
+            deepgram,
+            llm,
+            speech,
+            toml,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_speech_through_the_front_end_and_three_protocol_servers_becomes_a_spoken_answer()
+{
+    let Concierge {
+        deepgram,
+        llm,
+        speech,
+        toml,
+    } = Concierge::start().await;
     let config = Config::parse(&toml, "hark.toml".as_ref()).unwrap();
     let providers = config.providers().unwrap();
     let agent = ConfiguredAgent::connect(config.agent.as_ref().unwrap())

@@ -16,6 +16,7 @@ mod stt_support;
 mod cascade;
 mod check_online;
 mod fallback;
+mod kiosk;
 mod llm_anthropic;
 mod llm_gemini;
 mod llm_openai;

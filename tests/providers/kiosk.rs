@@ -1,0 +1,110 @@
+//! The kiosk end to end, on real ALSA: a recorded question goes into the card's microphone
+//! (ALSA's `file` plugin behind `plug` at 44.1 kHz stereo), the kiosk's front end and session
+//! hear it, the three protocol servers answer, and the reply comes out of the card's speaker.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hark::config::{AudioDefaults, Config};
+use hark::listen::Models;
+use hark::service::kiosk::{self, KioskEvent};
+use hark::session::{AgentState, SessionEvent};
+
+use crate::cascade::Concierge;
+use crate::common;
+use crate::support::card;
+
+const CARD_RATE: u32 = 44_100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_asked_at_the_kiosk_microphone_is_answered_through_its_speaker() {
+    let concierge = Concierge::start().await;
+    let (mic_in, tap, spk) = (
+        card::fifo("k-mic"),
+        card::fifo("k-tap"),
+        card::fifo("k-spk"),
+    );
+    card::define(
+        "kiosk_mic",
+        &card::plug_body(&card::capture_body(&mic_in, &tap), CARD_RATE, 2),
+    );
+    card::define(
+        "kiosk_spk",
+        &card::plug_body(&card::playback_body(&spk), CARD_RATE, 2),
+    );
+    // 1.3 s of a real recording, then silence (the mic keeps delivering silence).
+    let question = common::speech("beckett.wav").resampled(CARD_RATE);
+    let question = &question.samples[..(1.3 * CARD_RATE as f64) as usize];
+    let _tap = card::Speaker::start(tap, CARD_RATE, 2, None);
+    let _mic = card::Mic::start(mic_in, CARD_RATE, 2, card::interleave(question, 2));
+    let speaker = card::Speaker::start(spk, CARD_RATE, 2, None);
+
+    let toml = format!(
+        "{}\n[audio]\ncapture = \"kiosk_mic\"\nplayback = \"kiosk_spk\"\nrate = 48000\n",
+        concierge.toml
+    );
+    let config = Config::parse(&toml, "hark.toml".as_ref()).unwrap();
+    let models = Models::load(&config.listen, &common::store()).unwrap();
+    let (events, mut rx) = tokio::sync::broadcast::channel(256);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        kiosk::run(&config, &AudioDefaults::default(), models, events, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let (mut turn, mut spoke, mut seen) = (None, false, Vec::new());
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 30 s; the kiosk said {seen:?}"))
+            .unwrap();
+        seen.push(format!("{e:?}"));
+        match e {
+            KioskEvent::Session(SessionEvent::UserTurn { text }) => turn = Some(text),
+            KioskEvent::Session(SessionEvent::AgentStateChanged {
+                state: AgentState::Speaking,
+            }) => spoke = true,
+            KioskEvent::Session(SessionEvent::AgentStateChanged {
+                state: AgentState::Idle,
+            }) if spoke => break,
+            _ => {}
+        }
+    }
+    assert_eq!(turn.as_deref(), Some("Is the pool open?"));
+    assert!(
+        seen.iter().any(|e| e.contains("StartOfSpeech")),
+        "the front end heard the speech: {seen:?}"
+    );
+
+    // The reply (0.75 s of tone) came out of the card's speaker: wait until the card has
+    // played past it, then look for it.
+    let played_enough = CARD_RATE as usize * 2 * 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while speaker.len() < played_enough && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = card::first_channel(&speaker.heard(), 2);
+    let loud = out.iter().filter(|s| s.abs() > 0.05).count() as f64 / CARD_RATE as f64;
+    assert!(
+        loud > 0.3,
+        "the speaker should have played the 0.75 s reply; {loud:.2} s of it was loud"
+    );
+    // The STT heard the recording through the card.
+    let conn = concierge.deepgram.conn(0).await;
+    let mut sent = Vec::new();
+    for b in conn.binaries() {
+        hark::audio::pcm::decode_pcm16(&b, &mut sent);
+    }
+    let rms = (sent.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / sent.len() as f64).sqrt();
+    assert!(
+        rms > 0.01,
+        "the recorded speech reached the STT (rms {rms})"
+    );
+
+    stop.send(()).unwrap();
+    let stats = run.await.unwrap().unwrap();
+    assert_eq!(stats.capture.dropped.load(Ordering::Relaxed), 0);
+    assert!(stats.playback.frames.load(Ordering::Relaxed) > 0);
+}

@@ -1,0 +1,278 @@
+//! A sound card made of ALSA's own plugins, for machines without one.
+//!
+//! Each PCM is ALSA's `file` plugin over a `null` slave: what hark plays is written to a FIFO
+//! that a [`Speaker`] thread reads, and what hark records is read from a FIFO that a [`Mic`]
+//! thread writes. Those threads keep real time (one 10 ms chunk per 10 ms, against a clock,
+//! as a card's crystal would), because the `null` slave has no clock of its own. Wrapping a
+//! PCM in `plug` with a fixed slave rate makes ALSA convert, as a real card's plug device does.
+//!
+//! The definitions live in one asoundrc per test process (`ALSA_CONFIG_PATH`); ALSA reads it
+//! again whenever it changes, so a test can make a device disappear and come back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct Conf {
+    dir: PathBuf,
+    pcms: Mutex<BTreeMap<String, String>>,
+}
+
+fn conf() -> &'static Conf {
+    static CONF: OnceLock<Conf> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hark-card-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = Conf {
+            dir,
+            pcms: Mutex::new(BTreeMap::new()),
+        };
+        // Only this file: no system card, no pulse/pipewire plugins answering instead.
+        std::env::set_var("ALSA_CONFIG_PATH", conf.dir.join("asoundrc"));
+        write_conf(&conf, &BTreeMap::new());
+        conf
+    })
+}
+
+fn write_conf(conf: &Conf, pcms: &BTreeMap<String, String>) {
+    let mut text = String::new();
+    for (name, body) in pcms {
+        text.push_str(&format!("pcm.{name} {{\n{body}\n}}\n"));
+    }
+    // A new inode each time, so ALSA sees the change even within one second.
+    let tmp = conf.dir.join("asoundrc.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, conf.dir.join("asoundrc")).unwrap();
+}
+
+/// Defines (or redefines) `pcm.NAME` with `body`.
+pub fn define(name: &str, body: &str) {
+    let c = conf();
+    let mut pcms = c.pcms.lock().unwrap();
+    pcms.insert(name.into(), body.into());
+    write_conf(c, &pcms);
+}
+
+/// Removes `pcm.NAME`: opening it fails from now on, as an unplugged card's does.
+pub fn remove(name: &str) {
+    let c = conf();
+    let mut pcms = c.pcms.lock().unwrap();
+    pcms.remove(name);
+    write_conf(c, &pcms);
+}
+
+/// A path in the card's directory.
+pub fn path(name: &str) -> PathBuf {
+    conf().dir.join(name)
+}
+
+/// A FIFO in the card's directory.
+pub fn fifo(name: &str) -> PathBuf {
+    let path = conf().dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {path:?}"
+    );
+    path
+}
+
+/// The `file`-over-`null` body of a playback PCM writing raw frames to `out`.
+pub fn playback_body(out: &Path) -> String {
+    format!(
+        "type file\nslave.pcm {{ type null }}\nfile \"{}\"\nformat \"raw\"\nhint {{ show on description \"test speaker\" }}",
+        out.display()
+    )
+}
+
+/// The body of a capture PCM reading raw frames from `input`; what it records is also written
+/// to `tap` (a FIFO a test can close to make the device fail).
+pub fn capture_body(input: &Path, tap: &Path) -> String {
+    format!(
+        "type file\nslave.pcm {{ type null }}\nfile \"{}\"\ninfile \"{}\"\nformat \"raw\"\nhint {{ show on description \"test microphone\" }}",
+        tap.display(),
+        input.display()
+    )
+}
+
+/// `inner` behind ALSA's `plug`, whose slave side is fixed at `rate` Hz, `channels`, S16_LE:
+/// the client may ask for anything and ALSA converts.
+pub fn plug_body(inner: &str, rate: u32, channels: u32) -> String {
+    format!(
+        "type plug\nslave {{\npcm {{\n{inner}\n}}\nrate {rate}\nchannels {channels}\nformat S16_LE\n}}"
+    )
+}
+
+fn small_pipe(f: &File) {
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+}
+
+/// The microphone's side of a FIFO: plays `frames` (interleaved S16 at `rate` × `channels`) in
+/// real time, then silence until dropped.
+pub struct Mic {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Mic {
+    pub fn start(path: PathBuf, rate: u32, channels: u32, frames: Vec<i16>) -> Mic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(mut f) = File::options().write(true).open(&path) else {
+                return;
+            };
+            small_pipe(&f);
+            let chunk = (rate / 100 * channels) as usize;
+            let silence = vec![0i16; chunk];
+            let mut pieces = frames.chunks(chunk);
+            let start = Instant::now();
+            let mut n = 0u32;
+            let mut bytes = Vec::with_capacity(chunk * 2);
+            while !flag.load(Ordering::Relaxed) {
+                let piece = pieces.next().unwrap_or(&silence);
+                bytes.clear();
+                piece
+                    .iter()
+                    .for_each(|s| bytes.extend_from_slice(&s.to_le_bytes()));
+                if f.write_all(&bytes).is_err() {
+                    return;
+                }
+                n += 1;
+                let due = start + Duration::from_millis(10 * u64::from(n));
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        });
+        Mic {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Mic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            // A writer still waiting for the reader to open never returns; leave it.
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The speaker's side of a FIFO: reads in real time and keeps every sample (interleaved S16).
+pub struct Speaker {
+    heard: Arc<Mutex<Vec<i16>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Speaker {
+    /// Opens `path` for reading (in its thread: the open waits for hark's) and reads
+    /// `rate × channels` samples per second until `stop_after` samples or [`Speaker::unplug`].
+    pub fn start(path: PathBuf, rate: u32, channels: u32, stop_after: Option<usize>) -> Speaker {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, flag) = (heard.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let Ok(mut f) = File::open(&path) else { return };
+            small_pipe(&f);
+            let chunk = (rate / 100 * channels) as usize * 2;
+            let mut buf = vec![0u8; chunk];
+            let start = Instant::now();
+            let mut n = 0u32;
+            while !flag.load(Ordering::Relaxed) {
+                let got = match f.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(got) => got,
+                };
+                let mut heard = sink.lock().unwrap();
+                heard.extend(
+                    buf[..got & !1]
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                );
+                if stop_after.is_some_and(|limit| heard.len() >= limit) {
+                    return;
+                }
+                drop(heard);
+                n += 1;
+                let due = start + Duration::from_millis(10 * u64::from(n));
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        });
+        Speaker {
+            heard,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Samples heard so far.
+    pub fn heard(&self) -> Vec<i16> {
+        self.heard.lock().unwrap().clone()
+    }
+
+    /// How many samples so far.
+    pub fn len(&self) -> usize {
+        self.heard.lock().unwrap().len()
+    }
+
+    /// Whether the reader has closed the FIFO.
+    pub fn closed(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Interleaved S16 at `channels` from mono `f32`.
+pub fn interleave(mono: &[f32], channels: u32) -> Vec<i16> {
+    mono.iter()
+        .flat_map(|s| std::iter::repeat_n((s.clamp(-1.0, 1.0) * 32767.0) as i16, channels as usize))
+        .collect()
+}
+
+/// Mono `f32` from interleaved S16 (first channel).
+pub fn first_channel(frames: &[i16], channels: u32) -> Vec<f32> {
+    frames
+        .chunks_exact(channels as usize)
+        .map(|f| f[0] as f32 / 32768.0)
+        .collect()
+}
+
+/// The best normalised cross-correlation of `b` against `a` over lags `0..max_lag` (b later
+/// than a), with that lag.
+pub fn best_match(a: &[f32], b: &[f32], max_lag: usize) -> (f64, usize) {
+    let energy = |x: &[f32]| x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+    let mut best = (f64::MIN, 0);
+    for lag in 0..max_lag.min(b.len()) {
+        let n = a.len().min(b.len() - lag);
+        if n == 0 {
+            break;
+        }
+        let (x, y) = (&a[..n], &b[lag..lag + n]);
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+        let c = dot / (energy(x) * energy(y)).sqrt().max(1e-12);
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    best
+}
