@@ -123,7 +123,8 @@ impl BoardIo {
     }
 
     /// Opens the lines and bus `gpio` names. The chip is opened only when a line is needed,
-    /// so an SPI-only board does not depend on its path.
+    /// so an SPI-only board does not depend on its path. A profile naming both an LED and
+    /// APA102s (which [`BoardProfile::parse`] rejects) gets the APA102s.
     pub fn open(gpio: &GpioProfile) -> Result<Self, GpioError> {
         let mut chip = if gpio.led.is_some() || gpio.button.is_some() {
             Some(Chip::new(&gpio.chip).map_err(|source| GpioError::OpenChip {

@@ -188,3 +188,43 @@ impl<P: OutputPin> StatusLight for StatusLed<P> {
         self.schedule.indicator()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blink_is_lit_for_on_then_dark_for_off_and_repeats() {
+        let ms = Duration::from_millis;
+        let blink = Pattern::Blink {
+            on: ms(100),
+            off: ms(300),
+        };
+        let lit: Vec<bool> = [0, 99, 100, 399, 400, 499, 500]
+            .map(|t| blink.is_lit(ms(t)))
+            .to_vec();
+        assert_eq!(lit, [true, true, false, false, true, true, false]);
+    }
+
+    #[test]
+    fn a_blink_of_zero_length_is_steady_rather_than_a_division_by_zero() {
+        let zero = Pattern::Blink {
+            on: Duration::ZERO,
+            off: Duration::ZERO,
+        };
+        assert!(zero.is_lit(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn every_state_but_idle_lights_at_its_start() {
+        for indicator in [
+            Indicator::Listening,
+            Indicator::Thinking,
+            Indicator::Speaking,
+            Indicator::Error,
+        ] {
+            assert!(indicator.pattern().is_lit(Duration::ZERO), "{indicator:?}");
+        }
+        assert!(!Indicator::Idle.pattern().is_lit(Duration::ZERO));
+    }
+}

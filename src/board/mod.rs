@@ -48,3 +48,16 @@ impl ActiveLevel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ActiveLevel;
+
+    #[test]
+    fn active_low_inverts_the_line() {
+        assert!(ActiveLevel::from_active_low(false).is_on(true));
+        assert!(!ActiveLevel::from_active_low(false).is_on(false));
+        assert!(ActiveLevel::from_active_low(true).is_on(false));
+        assert!(!ActiveLevel::from_active_low(true).is_on(true));
+    }
+}

@@ -260,3 +260,24 @@ impl BoardProfile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_names_are_sorted_and_unique() {
+        let names: Vec<_> = BoardProfile::names().collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn every_builtin_profile_passes_validation() {
+        for name in BoardProfile::names() {
+            BoardProfile::builtin(name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
