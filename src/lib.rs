@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod audio;
 pub mod bench;
+pub mod board;
 pub mod config;
 pub mod listen;
 pub mod providers;
