@@ -523,8 +523,7 @@ fn kiosk(config: &Config, store: &ModelStore, console: bool) -> Result<(), Failu
                 _ = term.recv() => {}
             }
         };
-        let board = hark::config::AudioDefaults::default();
-        let result = kiosk::run(config, &board, models, events, shutdown).await;
+        let result = kiosk::run(config, models, events, shutdown).await;
         show.abort();
         let stats = result.map_err(fail)?;
         if console {

@@ -67,6 +67,11 @@ pub struct Config {
     /// The kiosk's sound card.
     #[serde(default)]
     pub audio: AudioConfig,
+    /// A built-in board profile (`rpi5`, `rpi4`, `rpi-zero2w`, `respeaker-2mic`,
+    /// `usb-speakerphone`) supplying the devices, GPIO and inference threads this file does
+    /// not set.
+    #[serde(default)]
+    pub board: Option<String>,
 }
 
 /// `[fallback]`: when a failed provider is tried again and when it is given up on, for every
@@ -389,7 +394,32 @@ impl Config {
             }
         })?;
         config.validate(path, text)?;
+        let mut config = config;
+        // The board's inference threads, unless the file sets them.
+        if let Some(board) = config.board_profile() {
+            if lines::line_of(text, "listen.turn.threads").is_none() {
+                config.listen.turn.threads = board.threads;
+            }
+        }
         Ok(config)
+    }
+
+    /// The board profile `board` names (checked when the file was loaded).
+    pub fn board_profile(&self) -> Option<crate::board::profile::BoardProfile> {
+        let name = self.board.as_deref()?;
+        crate::board::profile::BoardProfile::builtin(name).ok()
+    }
+
+    /// What the board supplies to `[audio]`.
+    pub fn audio_defaults(&self) -> AudioDefaults {
+        self.board_profile()
+            .map(|b| AudioDefaults {
+                capture: Some(b.audio.capture),
+                playback: Some(b.audio.playback),
+                rate: Some(b.audio.rate),
+                capture_channels: Some(u32::from(b.audio.capture_channels)),
+            })
+            .unwrap_or_default()
     }
 
     /// Checks what serde cannot; errors point at the key's line when the file sets it.
@@ -498,6 +528,10 @@ impl Config {
                 .validate()
                 .map_err(|i| bad(&format!("realtime.{}", i.key), i.message))?;
         }
+        if let Some(name) = &self.board {
+            crate::board::profile::BoardProfile::builtin(name)
+                .map_err(|e| bad("board", e.to_string()))?;
+        }
         self.audio
             .validate()
             .map_err(|(key, message)| bad(&format!("audio.{key}"), message))?;
@@ -511,6 +545,26 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("hark.toml"))
+    }
+
+    #[test]
+    fn a_board_supplies_what_the_file_leaves_out() {
+        let c = parse("board = \"respeaker-2mic\"\n[audio]\nplayback = \"default\"\n").unwrap();
+        let audio = c.audio.resolve(&c.audio_defaults());
+        assert_eq!(audio.capture.device, "plughw:CARD=seeed2micvoicec,DEV=0");
+        assert_eq!(audio.capture.channels, 2);
+        assert_eq!(audio.playback.device, "default", "the file wins");
+        assert_eq!(c.listen.turn.threads, 2, "the board's inference threads");
+        let own = parse("board = \"rpi4\"\n[listen.turn]\nthreads = 1\n").unwrap();
+        assert_eq!(own.listen.turn.threads, 1, "the file wins");
+    }
+
+    #[test]
+    fn an_unknown_board_is_an_error_on_its_line_naming_the_known_ones() {
+        let e = parse("# the lobby kiosk\n\nboard = \"rpi3\"\n[audio]\nrate = 16000\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("hark.toml:3: board: "), "{text}");
+        assert!(text.contains("rpi3") && text.contains("rpi4") && text.contains("respeaker-2mic"), "{text}");
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct LiveInput {
     pub mic: rtrb::Consumer<f32>,
     /// Unparked when microphone audio arrives.
     pub wake: Arc<Wake>,
+    /// Cleared while the microphone is muted (a mute or push-to-talk button): the front end
+    /// and the session then hear silence, so a turn in progress ends as if the user stopped.
+    pub open: Arc<AtomicBool>,
 }
 
 /// The running front end; [`Live::stop`] ends it.
@@ -61,6 +64,9 @@ impl Live {
                     if !ring::pop_exact(&mut input.mic, &mut frame) {
                         std::thread::park_timeout(Duration::from_millis(100));
                         continue;
+                    }
+                    if !input.open.load(Ordering::Relaxed) {
+                        frame.fill(0.0);
                     }
                     listener.audio(&frame);
                     front.push(&frame, &mut events)?;

@@ -6,18 +6,21 @@
 //! first session starts at once (the agent greets); when one ends (the wake-up timer said
 //! goodbye, or a tool ended it) the next starts when someone speaks again.
 
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
 use crate::agent::configured::{ConfiguredAgent, ConfiguredAgentError};
 use crate::agent::{Agent, ToolContext};
-use crate::config::{AudioDefaults, Config, ProvidersError};
+use crate::board::indicator::{Indicator, StatusLight};
+use crate::config::{Config, ProvidersError};
 use crate::listen::live::{Listener, Live, LiveInput};
 use crate::listen::vad::VadEventType;
 use crate::listen::{ListenError, ListenEvent, Models};
 use crate::session::{
-    AgentSession, AudioSink, SessionError, SessionEvent, SessionInput, UserInput,
+    AgentSession, AgentState, AudioSink, SessionError, SessionEvent, SessionInput, UserInput,
 };
 use crate::transport::local::{AudioStats, LocalAudio, Speaker, PIPELINE_RATE};
 
@@ -90,11 +93,11 @@ impl AudioSink for SharedSpeaker {
     }
 }
 
-/// Runs the kiosk until `shutdown` resolves, reporting on `events`. `board` fills the `[audio]`
-/// keys the config leaves out. Returns the devices' counters for a last report.
+/// Runs the kiosk until `shutdown` resolves, reporting on `events`. The board profile
+/// (`board = ...`) fills the `[audio]` keys the config leaves out and brings the status light
+/// and button. Returns the devices' counters for a last report.
 pub async fn run(
     config: &Config,
-    board: &AudioDefaults,
     models: Models,
     events: broadcast::Sender<KioskEvent>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -113,7 +116,10 @@ pub async fn run(
         ..providers
     };
 
-    let (audio, streams) = LocalAudio::start(&config.audio.resolve(board))?;
+    let (audio, streams) = LocalAudio::start(&config.audio.resolve(&config.audio_defaults()))?;
+    let mic_open = Arc::new(AtomicBool::new(true));
+    let shown = Arc::new(AtomicU8::new(Indicator::Listening as u8));
+    let _board = BoardLoop::start(config, mic_open.clone(), shown.clone());
     let speaker = Arc::new(Mutex::new(streams.speaker.at_rate(options.output_rate)));
     let slot = Arc::new(Mutex::new(None));
     let (heard_tx, mut heard) = mpsc::unbounded_channel();
@@ -123,6 +129,7 @@ pub async fn run(
         LiveInput {
             mic: streams.mic,
             wake: streams.mic_wake,
+            open: mic_open,
         },
         Box::new(ToSession {
             session: slot.clone(),
@@ -160,6 +167,9 @@ pub async fn run(
                 }
                 e = session_events.recv() => {
                     if let Ok(e) = e {
+                        if let Some(i) = indicator_for(&e) {
+                            shown.store(i as u8, Ordering::Relaxed);
+                        }
                         let _ = events.send(KioskEvent::Session(e));
                     }
                 }
@@ -170,6 +180,7 @@ pub async fn run(
             }
         }
         *slot.lock().expect("session slot") = None;
+        shown.store(Indicator::Idle as u8, Ordering::Relaxed);
         let _ = events.send(KioskEvent::SessionEnded);
         if stopping {
             break Ok(());
@@ -200,4 +211,136 @@ pub async fn run(
     drop(audio);
     live.stop()?;
     result.map(|()| stats)
+}
+
+/// What the status light shows for a session event; `None` leaves it as it is.
+fn indicator_for(event: &SessionEvent) -> Option<Indicator> {
+    match event {
+        SessionEvent::AgentStateChanged { state } => Some(match state {
+            AgentState::Starting | AgentState::Idle | AgentState::Listening => Indicator::Listening,
+            AgentState::Thinking => Indicator::Thinking,
+            AgentState::Speaking => Indicator::Speaking,
+            AgentState::Closing => Indicator::Idle,
+        }),
+        SessionEvent::Error { .. } => Some(Indicator::Error),
+        _ => None,
+    }
+}
+
+fn indicator_from(v: u8) -> Indicator {
+    [
+        Indicator::Idle,
+        Indicator::Listening,
+        Indicator::Thinking,
+        Indicator::Speaking,
+        Indicator::Error,
+    ]
+    .into_iter()
+    .find(|i| *i as u8 == v)
+    .unwrap_or_default()
+}
+
+/// The board's light and button on their own thread (GPIO calls are blocking system calls):
+/// the light follows the session, the button opens and closes the microphone.
+struct BoardLoop {
+    stop: Arc<AtomicBool>,
+}
+
+impl BoardLoop {
+    /// Nothing to run on a board without GPIO; a GPIO that cannot be opened is logged and the
+    /// kiosk goes on without it (talking matters more than the light).
+    fn start(config: &Config, mic_open: Arc<AtomicBool>, shown: Arc<AtomicU8>) -> Option<Self> {
+        let profile = config.board_profile()?;
+        let io = match crate::board::gpio::BoardIo::from_profile(&profile) {
+            Ok(io) => io?,
+            Err(e) => {
+                tracing::warn!(error = %e, board = %profile.name, "board GPIO unavailable; no light or button");
+                return None;
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hark-board".into())
+            .spawn(move || {
+                let crate::board::gpio::BoardIo {
+                    mut light,
+                    mut button,
+                    button_action,
+                } = io;
+                let mut switch = crate::board::button::MicSwitch::new(button_action);
+                if button.is_some() {
+                    mic_open.store(
+                        switch.state() == crate::board::button::MicState::Open,
+                        Ordering::Relaxed,
+                    );
+                }
+                let mut reported = false;
+                while !flag.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if let Some(l) = light.as_mut() {
+                        let shown = indicator_from(shown.load(Ordering::Relaxed));
+                        if let Err(e) = l.show(shown, now).and_then(|()| l.tick(now)) {
+                            if !reported {
+                                tracing::warn!(error = %e, "status light failed");
+                                reported = true;
+                            }
+                        }
+                    }
+                    if let Some(b) = button.as_mut() {
+                        if let Ok(Some(event)) = b.poll(now) {
+                            if let Some(state) = switch.apply(event) {
+                                mic_open.store(
+                                    state == crate::board::button::MicState::Open,
+                                    Ordering::Relaxed,
+                                );
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        match spawned {
+            Ok(_) => Some(BoardLoop { stop }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the board thread");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for BoardLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_light_follows_the_agent_and_shows_errors() {
+        let state = |state| SessionEvent::AgentStateChanged { state };
+        assert_eq!(indicator_for(&state(AgentState::Idle)), Some(Indicator::Listening));
+        assert_eq!(indicator_for(&state(AgentState::Thinking)), Some(Indicator::Thinking));
+        assert_eq!(indicator_for(&state(AgentState::Speaking)), Some(Indicator::Speaking));
+        assert_eq!(indicator_for(&state(AgentState::Closing)), Some(Indicator::Idle));
+        let error = SessionEvent::Error {
+            component: "tts",
+            message: "down".into(),
+        };
+        assert_eq!(indicator_for(&error), Some(Indicator::Error));
+        assert_eq!(indicator_for(&SessionEvent::Interrupted), None);
+        for i in [
+            Indicator::Idle,
+            Indicator::Listening,
+            Indicator::Thinking,
+            Indicator::Speaking,
+            Indicator::Error,
+        ] {
+            assert_eq!(indicator_from(i as u8), i);
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hark::config::{AudioDefaults, Config};
+use hark::config::Config;
 use hark::listen::Models;
 use hark::service::kiosk::{self, KioskEvent};
 use hark::session::{AgentState, SessionEvent};
@@ -48,7 +48,7 @@ async fn a_question_asked_at_the_kiosk_microphone_is_answered_through_its_speake
     let (events, mut rx) = tokio::sync::broadcast::channel(256);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(async move {
-        kiosk::run(&config, &AudioDefaults::default(), models, events, async {
+        kiosk::run(&config, models, events, async {
             let _ = stopped.await;
         })
         .await
