@@ -204,36 +204,44 @@ pub fn run(
         "us",
     );
 
-    // Echo cancellation (AEC3) per 10 ms frame at 16 kHz: the speech is the far end, and the
-    // microphone hears it 40 ms later at half level, so the filter adapts as it would in a room.
-    let mut aec =
-        EchoCanceller::new(&EchoOptions::default()).expect("16 kHz is one of AEC3's rates");
-    let n = aec.frame_len();
-    let delay = 40 * n / 10;
-    let far = &speech16.samples;
-    let mut near = vec![0.0f32; n];
-    let mut times = Vec::with_capacity(far.len() / n);
-    for (i, frame) in far.chunks_exact(n).enumerate() {
-        for (j, s) in near.iter_mut().enumerate() {
-            let k = (i * n + j).checked_sub(delay);
-            *s = k.map_or(0.0, |k| 0.5 * far[k]);
+    // Echo cancellation (AEC3) per 10 ms frame at the front end's 16 kHz and at a sound card's
+    // 48 kHz: the speech is the far end, and the microphone hears it 40 ms later at half level,
+    // so the filter adapts as it would in a room.
+    for rate in [vad::SAMPLE_RATE, 48_000] {
+        let options = EchoOptions {
+            rate,
+            ..EchoOptions::default()
+        };
+        let mut aec = EchoCanceller::new(&options).expect("16 and 48 kHz are AEC3 rates");
+        let n = aec.frame_len();
+        let delay = 4 * n;
+        let speech = audio.resampled(rate);
+        let far = &speech.samples;
+        let mut near = vec![0.0f32; n];
+        let mut times = Vec::with_capacity(far.len() / n);
+        for (i, frame) in far.chunks_exact(n).enumerate() {
+            for (j, s) in near.iter_mut().enumerate() {
+                let k = (i * n + j).checked_sub(delay);
+                *s = k.map_or(0.0, |k| 0.5 * far[k]);
+            }
+            let t = Instant::now();
+            aec.render(frame);
+            aec.capture(&mut near);
+            times.push(t.elapsed());
         }
-        let t = Instant::now();
-        aec.render(frame);
-        aec.capture(&mut near);
-        times.push(t.elapsed());
+        let per_frame = median(times);
+        let khz = rate / 1000;
+        report.add(
+            format!("aec per 10 ms frame ({khz} kHz), render + capture"),
+            per_frame.as_secs_f64() * 1e6,
+            "us",
+        );
+        report.add(
+            format!("aec share of one core ({khz} kHz)"),
+            per_frame.as_secs_f64() / 0.010 * 100.0,
+            "%",
+        );
     }
-    let per_frame = median(times);
-    report.add(
-        "aec per 10 ms frame (16 kHz), render + capture",
-        per_frame.as_secs_f64() * 1e6,
-        "us",
-    );
-    report.add(
-        "aec share of one core (16 kHz)",
-        per_frame.as_secs_f64() / 0.010 * 100.0,
-        "%",
-    );
 
     // The whole front end, as configured by default (auto engines), in CPU time; then without
     // turn detection, to show what Smart Turn's share is.

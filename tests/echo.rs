@@ -147,16 +147,18 @@ fn scene(delay_ms: f64) -> Scene {
     }
 }
 
-/// Runs the scene through a fresh canceller, 10 ms at a time as the sound card would.
-fn cancel(scene: &Scene) -> (Vec<f32>, EchoCanceller) {
-    let mut aec = EchoCanceller::new(&EchoOptions::default()).unwrap();
-    assert_eq!(aec.frame_len(), FRAME);
-    let mut out = scene.mic.clone();
-    for (far, near) in scene
-        .far
-        .chunks_exact(FRAME)
-        .zip(out.chunks_exact_mut(FRAME))
-    {
+/// Runs far end and microphone at `rate` through a fresh canceller, 10 ms at a time as the
+/// sound card would deliver them.
+fn cancel(rate: u32, far: &[f32], mic: &[f32]) -> (Vec<f32>, EchoCanceller) {
+    let mut aec = EchoCanceller::new(&EchoOptions {
+        rate,
+        ..Default::default()
+    })
+    .unwrap();
+    let frame = aec.frame_len();
+    assert_eq!(frame, rate as usize / 100);
+    let mut out = mic.to_vec();
+    for (far, near) in far.chunks_exact(frame).zip(out.chunks_exact_mut(frame)) {
         aec.render(far);
         aec.capture(near);
     }
@@ -171,22 +173,24 @@ fn near_talk(scene: &Scene, t: f64, margin: f64) -> bool {
         .any(|&(s, e)| t >= s - margin && t < e + margin)
 }
 
-/// ERLE (dB) over the echo-only stretches after convergence: frames where the far end is
-/// audible at the microphone (echo above -50 dBFS) and the person is not talking.
-fn erle(scene: &Scene, out: &[f32]) -> f64 {
-    let (mut mic, mut clean) = (0.0f64, 0.0f64);
+/// ERLE (dB) over the echo-only stretches after convergence: 10 ms frames where the far end is
+/// audible at the microphone (echo above -50 dBFS) and the person is not talking. `mic` and
+/// `out` are 10 ms frames at any rate, in step with the scene's.
+fn erle(scene: &Scene, mic: &[f32], out: &[f32]) -> f64 {
+    let frame = mic.len() * FRAME / scene.mic.len();
+    let (mut before, mut after) = (0.0f64, 0.0f64);
     let energy = |x: &[f32]| x.iter().map(|&s| (s as f64).powi(2)).sum::<f64>();
-    for (i, frame) in scene.echo.chunks_exact(FRAME).enumerate() {
+    for (i, echo) in scene.echo.chunks_exact(FRAME).enumerate() {
         let t = (i * FRAME) as f64 / RATE as f64;
-        let range = i * FRAME..(i + 1) * FRAME;
-        if t < CONVERGENCE || near_talk(scene, t, 0.5) || energy(frame) / (FRAME as f64) < 1e-5 {
+        if t < CONVERGENCE || near_talk(scene, t, 0.5) || energy(echo) / (FRAME as f64) < 1e-5 {
             continue;
         }
-        mic += energy(&scene.mic[range.clone()]);
-        clean += energy(&out[range]);
+        let range = i * frame..((i + 1) * frame).min(mic.len());
+        before += energy(&mic[range.clone()]);
+        after += energy(&out[range]);
     }
-    assert!(mic > 0.0, "no echo-only stretch to measure");
-    10.0 * (mic / clean).log10()
+    assert!(before > 0.0, "no echo-only stretch to measure");
+    10.0 * (before / after).log10()
 }
 
 /// Silero's events on a 16 kHz recording, as the front end would see it (without RNNoise, so
@@ -248,8 +252,8 @@ fn speech_in_echo_only(scene: &Scene, segments: &[(f64, f64)]) -> f64 {
 /// The whole scene at one room delay: ERLE, the person heard, the echo not, barge-in on time.
 fn check_scene(delay_ms: f64) {
     let scene = scene(delay_ms);
-    let (out, aec) = cancel(&scene);
-    let erle = erle(&scene, &out);
+    let (out, aec) = cancel(RATE, &scene.far, &scene.mic);
+    let erle = erle(&scene, &scene.mic, &out);
     let metrics = aec.metrics();
     eprintln!(
         "delay {delay_ms} ms: ERLE {erle:.1} dB after {CONVERGENCE} s; AEC3 reports {metrics:?}"
@@ -335,6 +339,29 @@ fn room_with_30_ms_delay_echo_removed_and_person_heard() {
 #[test]
 fn room_with_100_ms_delay_echo_removed_and_person_heard() {
     check_scene(100.0);
+}
+
+/// A sound card at 48 kHz can feed the canceller directly: the same room (30 ms), the far end
+/// and the microphone at 48 kHz.
+#[test]
+fn at_48_khz_the_echo_is_removed_too() {
+    let scene = scene(30.0);
+    let up = |x: &[f32]| {
+        Audio {
+            rate: RATE,
+            samples: x.to_vec(),
+        }
+        .resampled(48_000)
+        .samples
+    };
+    let (far, mic) = (up(&scene.far), up(&scene.mic));
+    let (out, aec) = cancel(48_000, &far, &mic);
+    let erle = erle(&scene, &mic, &out);
+    eprintln!(
+        "48 kHz, delay 30 ms: ERLE {erle:.1} dB; AEC3 reports {:?}",
+        aec.metrics()
+    );
+    assert!(erle >= 20.0, "ERLE {erle:.1} dB at 48 kHz");
 }
 
 /// Render + capture of `frames`, counting this thread's allocations.
