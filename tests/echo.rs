@@ -30,8 +30,8 @@ const SCENE_SECONDS: f64 = 25.0;
 /// Where the person starts each utterance: two over the agent (double talk), one alone.
 const NEAR_STARTS: [f64; 3] = [6.0, 13.0, 21.0];
 /// Share of the person's speech (as the VAD hears it without echo) that must be heard while the
-/// agent talks over them. AEC3's residual suppressor ducks the near end in double talk (about
-/// 30% of it here); barge-in only needs the onset, after which the agent stops.
+/// agent talks over them. AEC3's residual suppressor ducks the near end in double talk (up to a
+/// third of it here); barge-in only needs the onset, after which the agent stops.
 const DOUBLE_TALK_SHARE: f64 = 0.5;
 
 /// xorshift64: deterministic noise for the room and the microphone.
