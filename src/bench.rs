@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::audio::Audio;
 use crate::config::ListenConfig;
 use crate::listen::denoise::{self, Denoiser};
+use crate::listen::echo::{EchoCanceller, EchoOptions};
 use crate::listen::engine::{EngineChoice, EngineKind, LoadOptions};
 use crate::listen::models::{ModelId, ModelStore};
 use crate::listen::turn::SmartTurn;
@@ -202,6 +203,45 @@ pub fn run(
         median(times).as_secs_f64() * 1e6,
         "us",
     );
+
+    // Echo cancellation (AEC3) per 10 ms frame at the front end's 16 kHz and at a sound card's
+    // 48 kHz: the speech is the far end, and the microphone hears it 40 ms later at half level,
+    // so the filter adapts as it would in a room.
+    for rate in [vad::SAMPLE_RATE, 48_000] {
+        let options = EchoOptions {
+            rate,
+            ..EchoOptions::default()
+        };
+        let mut aec = EchoCanceller::new(&options).expect("16 and 48 kHz are AEC3 rates");
+        let n = aec.frame_len();
+        let delay = 4 * n;
+        let speech = audio.resampled(rate);
+        let far = &speech.samples;
+        let mut near = vec![0.0f32; n];
+        let mut times = Vec::with_capacity(far.len() / n);
+        for (i, frame) in far.chunks_exact(n).enumerate() {
+            for (j, s) in near.iter_mut().enumerate() {
+                let k = (i * n + j).checked_sub(delay);
+                *s = k.map_or(0.0, |k| 0.5 * far[k]);
+            }
+            let t = Instant::now();
+            aec.render(frame);
+            aec.capture(&mut near);
+            times.push(t.elapsed());
+        }
+        let per_frame = median(times);
+        let khz = rate / 1000;
+        report.add(
+            format!("aec per 10 ms frame ({khz} kHz), render + capture"),
+            per_frame.as_secs_f64() * 1e6,
+            "us",
+        );
+        report.add(
+            format!("aec share of one core ({khz} kHz)"),
+            per_frame.as_secs_f64() / 0.010 * 100.0,
+            "%",
+        );
+    }
 
     // The whole front end, as configured by default (auto engines), in CPU time; then without
     // turn detection, to show what Smart Turn's share is.

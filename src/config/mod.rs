@@ -174,6 +174,9 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
+    /// Acoustic echo cancellation of the device's own playback, before denoising.
+    #[serde(default)]
+    pub echo: EchoConfig,
     /// RNNoise before the VAD.
     #[serde(default)]
     pub denoise: DenoiseConfig,
@@ -197,6 +200,32 @@ pub struct DenoiseConfig {
 impl Default for DenoiseConfig {
     fn default() -> Self {
         Self { enabled: true }
+    }
+}
+
+/// `[listen.echo]`: WebRTC's AEC3 (sonora) on the microphone, with the playback as reference.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoConfig {
+    /// A kiosk hears its own loudspeaker; without cancellation the agent's voice would barge in
+    /// on itself. Off only for a headset or a sound card that cancels echo in hardware.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// WebRTC's noise suppressor after the canceller; off since RNNoise already runs.
+    #[serde(default)]
+    pub noise_suppression: bool,
+    /// WebRTC's AGC2 digital gain; off since it moves the levels the VAD was tuned on.
+    #[serde(default)]
+    pub agc: bool,
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            noise_suppression: false,
+            agc: false,
+        }
     }
 }
 
@@ -633,6 +662,18 @@ mod tests {
         );
         assert_eq!(vad.smoothing, 0.35);
         assert!(c.listen.denoise.enabled && c.listen.turn.enabled);
+    }
+
+    #[test]
+    fn echo_cancellation_is_on_and_alone_by_default_and_refuses_unknown_keys() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.echo, super::EchoConfig::default());
+        let e = &c.listen.echo;
+        assert!(e.enabled && !e.noise_suppression && !e.agc);
+        let c = parse("[listen.echo]\nenabled = false\nagc = true\n").unwrap();
+        assert!(!c.listen.echo.enabled && c.listen.echo.agc);
+        let err = parse("[listen.echo]\ndelay_ms = 40\n").unwrap_err();
+        assert!(err.to_string().contains("delay_ms"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! (from its start, minus the VAD padding) without any allocation per frame.
 
 pub mod denoise;
+pub mod echo;
 pub mod engine;
 pub mod live;
 pub mod models;
