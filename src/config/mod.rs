@@ -590,10 +590,14 @@ mod tests {
 
     #[test]
     fn an_unknown_board_is_an_error_on_its_line_naming_the_known_ones() {
-        let e = parse("# the lobby kiosk\n\nboard = \"rpi3\"\n[audio]\nrate = 16000\n").unwrap_err();
+        let e =
+            parse("# the lobby kiosk\n\nboard = \"rpi3\"\n[audio]\nrate = 16000\n").unwrap_err();
         let text = e.to_string();
         assert!(text.starts_with("hark.toml:3: board: "), "{text}");
-        assert!(text.contains("rpi3") && text.contains("rpi4") && text.contains("respeaker-2mic"), "{text}");
+        assert!(
+            text.contains("rpi3") && text.contains("rpi4") && text.contains("respeaker-2mic"),
+            "{text}"
+        );
     }
 
     #[test]

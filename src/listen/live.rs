@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::echo::{EchoCanceller, EchoOptions};
 use super::{FrontEnd, ListenError, ListenEvent, Models, SAMPLE_RATE};
 use crate::audio::ring::{self, Wake};
 use crate::config::ListenConfig;
@@ -35,6 +36,24 @@ pub struct LiveInput {
     /// Cleared while the microphone is muted (a mute or push-to-talk button): the front end
     /// and the session then hear silence, so a turn in progress ends as if the user stopped.
     pub open: Arc<AtomicBool>,
+    /// What the speaker played (mono, 16 kHz), sample for sample as it went to the device:
+    /// the echo canceller's far-end reference. `None` (or `[listen.echo] enabled = false`): no
+    /// echo cancellation (a headset, a phone line).
+    pub played: Option<rtrb::Consumer<f32>>,
+}
+
+/// Drops far-end samples so the reference frame handed to the canceller was sent to the
+/// speaker when the microphone frame being processed was recorded: both rings fill in real
+/// time, so equal backlogs mean equal times. The canceller then sees the true acoustic delay
+/// (device buffer plus room), whatever the two threads' start-up offset or the front end's
+/// lag; one frame of slack keeps it from trimming on jitter.
+fn align(played: &mut rtrb::Consumer<f32>, mic_backlog: usize) {
+    let excess = played.slots().saturating_sub(mic_backlog + FRAME);
+    if excess > 0 {
+        if let Ok(chunk) = played.read_chunk(excess) {
+            chunk.commit_all();
+        }
+    }
 }
 
 /// The running front end; [`Live::stop`] ends it.
@@ -50,7 +69,14 @@ impl Live {
         mut models: Models,
         mut input: LiveInput,
         mut listener: Box<dyn Listener>,
-    ) -> std::io::Result<Live> {
+    ) -> Result<Live, ListenError> {
+        let echo = match (config.echo.enabled, &input.played) {
+            (true, Some(_)) => Some(EchoCanceller::new(&EchoOptions::from_config(
+                &config.echo,
+                SAMPLE_RATE,
+            ))?),
+            _ => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -58,12 +84,22 @@ impl Live {
             .spawn(move || {
                 input.wake.register();
                 let mut front = FrontEnd::new(&config, &mut models, SAMPLE_RATE)?;
+                let mut echo = echo.zip(input.played.take());
                 let mut frame = [0.0f32; FRAME];
+                let mut far = [0.0f32; FRAME];
                 let mut events = Vec::with_capacity(8);
                 while !flag.load(Ordering::Relaxed) {
                     if !ring::pop_exact(&mut input.mic, &mut frame) {
                         std::thread::park_timeout(Duration::from_millis(100));
                         continue;
+                    }
+                    if let Some((aec, played)) = echo.as_mut() {
+                        align(played, input.mic.slots());
+                        if !ring::pop_exact(played, &mut far) {
+                            far.fill(0.0);
+                        }
+                        aec.render(&far);
+                        aec.capture(&mut frame);
                     }
                     if !input.open.load(Ordering::Relaxed) {
                         frame.fill(0.0);
@@ -75,7 +111,8 @@ impl Live {
                     }
                 }
                 Ok(())
-            })?;
+            })
+            .map_err(ListenError::Thread)?;
         Ok(Live {
             stop,
             thread: Some(thread),

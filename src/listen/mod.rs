@@ -62,6 +62,12 @@ pub enum ListenError {
     /// The input rate is not one hark takes.
     #[error("input rate {0} Hz is not supported; expected 8000 to 48000 Hz")]
     Rate(u32),
+    /// The echo canceller refused its options.
+    #[error(transparent)]
+    Echo(#[from] echo::EchoError),
+    /// The front end's thread could not be started.
+    #[error("cannot start the front end thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// How a model was loaded, for `hark check` and `hark bench`.

@@ -130,6 +130,7 @@ pub async fn run(
             mic: streams.mic,
             wake: streams.mic_wake,
             open: mic_open,
+            played: Some(streams.played),
         },
         Box::new(ToSession {
             session: slot.clone(),
@@ -323,10 +324,22 @@ mod tests {
     #[test]
     fn the_light_follows_the_agent_and_shows_errors() {
         let state = |state| SessionEvent::AgentStateChanged { state };
-        assert_eq!(indicator_for(&state(AgentState::Idle)), Some(Indicator::Listening));
-        assert_eq!(indicator_for(&state(AgentState::Thinking)), Some(Indicator::Thinking));
-        assert_eq!(indicator_for(&state(AgentState::Speaking)), Some(Indicator::Speaking));
-        assert_eq!(indicator_for(&state(AgentState::Closing)), Some(Indicator::Idle));
+        assert_eq!(
+            indicator_for(&state(AgentState::Idle)),
+            Some(Indicator::Listening)
+        );
+        assert_eq!(
+            indicator_for(&state(AgentState::Thinking)),
+            Some(Indicator::Thinking)
+        );
+        assert_eq!(
+            indicator_for(&state(AgentState::Speaking)),
+            Some(Indicator::Speaking)
+        );
+        assert_eq!(
+            indicator_for(&state(AgentState::Closing)),
+            Some(Indicator::Idle)
+        );
         let error = SessionEvent::Error {
             component: "tts",
             message: "down".into(),
