@@ -42,15 +42,20 @@ pub struct LiveInput {
     pub played: Option<rtrb::Consumer<f32>>,
 }
 
-/// Drops far-end samples so the reference frame handed to the canceller was sent to the
-/// speaker when the microphone frame being processed was recorded: both rings fill in real
-/// time, so equal backlogs mean equal times. The canceller then sees the true acoustic delay
-/// (device buffer plus room), whatever the two threads' start-up offset or the front end's
-/// lag; one frame of slack keeps it from trimming on jitter.
+/// The far-end reference may lead the microphone by the speaker's buffering (the playback
+/// thread hands audio to the device ahead of its sound) plus the room, which the canceller's
+/// delay estimator finds; beyond this much the reference is stale (the front end stalled while
+/// the speaker played on) and is dropped down to the microphone's own backlog.
+const MAX_LEAD: usize = SAMPLE_RATE as usize / 2;
+
+/// Keeps the far end in lockstep with the microphone: both rings fill in real time from one
+/// card, so popping one frame from each per step keeps their offset constant. Samples are
+/// dropped only when the reference has piled up past [`MAX_LEAD`]; trimming on every frame
+/// would throw away the playback thread's bursts and leave the canceller mostly silence.
 fn align(played: &mut rtrb::Consumer<f32>, mic_backlog: usize) {
-    let excess = played.slots().saturating_sub(mic_backlog + FRAME);
+    let excess = played.slots().saturating_sub(mic_backlog + MAX_LEAD);
     if excess > 0 {
-        if let Ok(chunk) = played.read_chunk(excess) {
+        if let Ok(chunk) = played.read_chunk(played.slots() - mic_backlog - FRAME) {
             chunk.commit_all();
         }
     }
@@ -100,6 +105,10 @@ impl Live {
                         }
                         aec.render(&far);
                         aec.capture(&mut frame);
+                        let m = aec.metrics();
+                        if m.frames % 1000 == 0 {
+                            tracing::debug!(metrics = ?m, "echo canceller");
+                        }
                     }
                     if !input.open.load(Ordering::Relaxed) {
                         frame.fill(0.0);

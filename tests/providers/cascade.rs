@@ -55,7 +55,17 @@ pub(crate) struct Concierge {
 }
 
 impl Concierge {
+    /// The servers, the voice answering with 0.75 s of a tone.
     pub(crate) async fn start() -> Concierge {
+        // 0.75 s of a 24 kHz tone, for whatever sentence is asked.
+        let tone: Vec<u8> = (0..18_000)
+            .flat_map(|i| ((((i as f32) * 0.05).sin() * 8000.0) as i16).to_le_bytes())
+            .collect();
+        Self::with_voice(tone).await
+    }
+
+    /// The servers, the voice answering with `pcm` (24 kHz PCM16), in two chunks.
+    pub(crate) async fn with_voice(pcm: Vec<u8>) -> Concierge {
         // Deepgram: interim results while audio flows, the final when hark sends Finalize (local
         // VAD heard the end of speech).
         let deepgram = WsTestServer::start(vec![vec![
@@ -83,16 +93,13 @@ impl Concierge {
             sse_server::Step::End,
         ]])
         .await;
-        // 0.75 s of a 24 kHz tone, in two chunks, for whatever sentence is asked.
-        let tone: Vec<u8> = (0..18_000)
-            .flat_map(|i| ((((i as f32) * 0.05).sin() * 8000.0) as i16).to_le_bytes())
-            .collect();
+        let half = pcm.len() / 4 * 2;
         let speech = SpeechTestServer::start(
             vec![],
             vec![
                 tts_openai::Step::Start("audio/pcm"),
-                tts_openai::Step::Send(tone[..12_000].to_vec()),
-                tts_openai::Step::Send(tone[12_000..].to_vec()),
+                tts_openai::Step::Send(pcm[..half].to_vec()),
+                tts_openai::Step::Send(pcm[half..].to_vec()),
                 tts_openai::Step::End,
             ],
         )

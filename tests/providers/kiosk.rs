@@ -109,3 +109,88 @@ async fn a_question_asked_at_the_kiosk_microphone_is_answered_through_its_speake
     assert_eq!(stats.capture.dropped.load(Ordering::Relaxed), 0);
     assert!(stats.playback.frames.load(Ordering::Relaxed) > 0);
 }
+
+/// The kiosk hears its own loudspeaker (an echo at -10 dB, 40 ms late, with a decaying tail):
+/// the echo canceller keeps the agent's voice from interrupting itself, and a person who speaks
+/// over the agent still interrupts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_interrupts_the_agent_over_its_own_echo_and_the_echo_alone_does_not() {
+    const RATE: u32 = 16_000;
+    // The agent's answer: 6 s of real speech as the voice's 24 kHz PCM16.
+    let voice = common::speech("two_cities.wav").resampled(24_000);
+    let pcm: Vec<u8> = voice.samples[..6 * 24_000]
+        .iter()
+        .flat_map(|s| (((s * 0.8).clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
+    let concierge = Concierge::with_voice(pcm).await;
+    let (mic, spk) = (card::fifo("r-mic"), card::fifo("r-spk"));
+    card::define(
+        "room_mic",
+        &card::capture_body(&mic, std::path::Path::new("/dev/null")),
+    );
+    card::define("room_spk", &card::playback_body(&spk));
+    let mut question = common::speech("beckett.wav").resampled(RATE).samples;
+    question.truncate((1.3 * RATE as f64) as usize);
+    let mut interruption = common::speech("endgame_nagg_nell.wav")
+        .resampled(RATE)
+        .samples;
+    interruption.truncate(2 * RATE as usize);
+    let after = Duration::from_millis(3_000);
+    let room = card::Room::start(
+        spk,
+        mic,
+        RATE,
+        card::Acoustics {
+            delay: Duration::from_millis(40),
+            gain: 0.3,
+        },
+        question,
+        interruption,
+        after,
+    );
+
+    let toml = format!(
+        "{}\n[audio]\ncapture = \"room_mic\"\nplayback = \"room_spk\"\n",
+        concierge.toml
+    );
+    let config = Config::parse(&toml, "hark.toml".as_ref()).unwrap();
+    let models = Models::load(&config.listen, &common::store()).unwrap();
+    let (events, mut rx) = tokio::sync::broadcast::channel(256);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        kiosk::run(&config, models, events, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let mut seen = Vec::new();
+    let interrupted_at = loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no interruption within 30 s; the kiosk said {seen:?}"))
+            .unwrap();
+        seen.push(format!("{e:?}"));
+        if let KioskEvent::Session(SessionEvent::Interrupted) = e {
+            break std::time::Instant::now();
+        }
+    };
+    let log = room.log();
+    let spoke = log.speaker_started.expect("the agent's answer was played");
+    let person = log
+        .person_started
+        .filter(|p| *p <= interrupted_at)
+        .unwrap_or_else(|| {
+            panic!(
+                "interrupted {:.2} s into the answer, before the person spoke: the echo barged in; {seen:?}",
+                interrupted_at.duration_since(spoke).as_secs_f64()
+            )
+        });
+    let reaction = interrupted_at.duration_since(person);
+    assert!(
+        reaction < Duration::from_millis(1_500),
+        "the person was heard over the echo only after {reaction:?}; {seen:?}"
+    );
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}

@@ -276,3 +276,163 @@ pub fn best_match(a: &[f32], b: &[f32], max_lag: usize) -> (f64, usize) {
     }
     best
 }
+
+/// When things happened in a [`Room`], for a test to compare with what hark reported.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RoomLog {
+    /// The speaker first played something audible.
+    pub speaker_started: Option<Instant>,
+    /// The person began the interruption.
+    pub person_started: Option<Instant>,
+}
+
+/// A room around a kiosk: the speaker's sound reaches the microphone as an echo (a delay, a
+/// gain and a decaying tail), and a person speaks into the microphone — first `question` at
+/// once, then `interruption` when the speaker has been talking for `after`. One thread reads
+/// the speaker's FIFO and writes the microphone's, 10 ms at a time in real time, so both share
+/// one clock as they would in a real card. Mono S16 at `rate`.
+pub struct Room {
+    log: Arc<Mutex<RoomLog>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// How the room sounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Acoustics {
+    /// Speaker to microphone, direct path.
+    pub delay: Duration,
+    /// Gain of the direct path.
+    pub gain: f32,
+}
+
+impl Room {
+    pub fn start(
+        speaker: PathBuf,
+        mic: PathBuf,
+        rate: u32,
+        acoustics: Acoustics,
+        question: Vec<f32>,
+        interruption: Vec<f32>,
+        after: Duration,
+    ) -> Room {
+        let log = Arc::new(Mutex::new(RoomLog::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shared, flag) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let Ok(mut mic) = File::options().write(true).open(&mic) else {
+                return;
+            };
+            small_pipe(&mic);
+            let Ok(mut spk) = File::open(&speaker) else {
+                return;
+            };
+            small_pipe(&spk);
+            let chunk = (rate / 100) as usize;
+            let delay = (acoustics.delay.as_secs_f64() * rate as f64) as usize;
+            // The direct path and three reflections, each later and weaker: a small room.
+            let taps = [
+                (0usize, 1.0f32),
+                (delay / 2 + 90, 0.45),
+                (delay + 260, 0.25),
+                (delay + 700, 0.12),
+            ];
+            let history = delay + 700 + chunk;
+            let mut played = std::collections::VecDeque::from(vec![0.0f32; history]);
+            let mut bytes = vec![0u8; chunk * 2];
+            let mut out = Vec::with_capacity(chunk * 2);
+            let (mut q, mut i) = (0usize, None::<usize>);
+            let mut noise = 0x2545_f491_u32;
+            let start = Instant::now();
+            let mut n = 0u32;
+            while !flag.load(Ordering::Relaxed) {
+                if spk.read_exact(&mut bytes).is_err() {
+                    return;
+                }
+                let mut loud = false;
+                for b in bytes.chunks_exact(2) {
+                    let s = i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0;
+                    loud |= s.abs() > 0.02;
+                    played.pop_front();
+                    played.push_back(s);
+                }
+                let now = Instant::now();
+                {
+                    let mut log = shared.lock().unwrap();
+                    if loud && log.speaker_started.is_none() {
+                        log.speaker_started = Some(now);
+                    }
+                    if i.is_none() && log.speaker_started.is_some_and(|t| now >= t + after) {
+                        log.person_started = Some(now);
+                        i = Some(0);
+                    }
+                }
+                out.clear();
+                for k in 0..chunk {
+                    let newest = history - chunk + k;
+                    let echo: f32 = taps
+                        .iter()
+                        .map(|(extra, g)| played[newest - (delay + extra).min(newest)] * g)
+                        .sum::<f32>()
+                        * acoustics.gain;
+                    let mut person = 0.0;
+                    if q < question.len() {
+                        person = question[q];
+                        q += 1;
+                    } else if let Some(p) = i.as_mut().filter(|p| **p < interruption.len()) {
+                        person = interruption[*p];
+                        *p += 1;
+                    }
+                    noise ^= noise << 13;
+                    noise ^= noise >> 17;
+                    noise ^= noise << 5;
+                    let hiss = (noise as f32 / u32::MAX as f32 - 0.5) * 0.002;
+                    let s = ((echo + person + hiss).clamp(-1.0, 1.0) * 32767.0) as i16;
+                    out.extend_from_slice(&s.to_le_bytes());
+                }
+                if mic.write_all(&out).is_err() {
+                    return;
+                }
+                n += 1;
+                let due = start + Duration::from_millis(10 * u64::from(n));
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        });
+        Room { log, stop }
+    }
+
+    /// What happened so far.
+    pub fn log(&self) -> RoomLog {
+        *self.log.lock().unwrap()
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// [`best_match`] per 250 ms window of `a` that holds speech: the plugin's infile reads can slip
+/// a few milliseconds when the machine is loaded (a short read is padded with silence), which
+/// shifts everything after it; window by window the audio itself must still be all there.
+pub fn windowed_match(a: &[f32], b: &[f32], rate: u32, max_lag: usize) -> Vec<f64> {
+    let window = rate as usize / 4;
+    a.chunks_exact(window)
+        .enumerate()
+        .filter(|(_, w)| (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt() > 0.005)
+        .filter(|(i, _)| i * window + window + max_lag <= b.len())
+        .map(|(i, w)| best_match(w, &b[i * window..], max_lag).0)
+        .collect()
+}
+
+/// The middle value of `v`.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::MIN)
+}
+
+/// `b` from shortly (100 ms) before its first audible sample: where a recording's speech starts.
+pub fn from_onset(b: &[f32], rate: u32) -> &[f32] {
+    let first = b.iter().position(|s| s.abs() > 0.003).unwrap_or(b.len());
+    &b[first.saturating_sub(rate as usize / 10)..]
+}
