@@ -194,3 +194,87 @@ async fn a_person_interrupts_the_agent_over_its_own_echo_and_the_echo_alone_does
     stop.send(()).unwrap();
     run.await.unwrap().unwrap();
 }
+
+/// `hark console` is the same kiosk in a terminal: what was said, what the agent answered and
+/// each turn's latency are printed, and Ctrl-C ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hark_console_shows_the_conversation_and_each_turns_latency() {
+    let concierge = Concierge::start().await;
+    let (mic_in, tap, spk) = (
+        card::fifo("h-mic"),
+        card::fifo("h-tap"),
+        card::fifo("h-spk"),
+    );
+    card::define("console_mic", &card::capture_body(&mic_in, &tap));
+    card::define("console_spk", &card::playback_body(&spk));
+    let question = common::speech("beckett.wav").resampled(16_000);
+    let question = &question.samples[..(1.3 * 16_000.0) as usize];
+    let _tap = card::Speaker::start(tap, 16_000, 1, None);
+    let _mic = card::Mic::start(mic_in, 16_000, 1, card::interleave(question, 1));
+    let _speaker = card::Speaker::start(spk, 16_000, 1, None);
+    let dir = std::env::temp_dir().join(format!("hark-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[audio]\ncapture = \"console_mic\"\nplayback = \"console_spk\"\n",
+            concierge.toml
+        ),
+    )
+    .unwrap();
+    // ALSA_CONFIG_PATH (the card's file) is inherited from this process.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hark"))
+        .args(["--config", config.to_str().unwrap(), "--models-dir"])
+        .arg(common::root().join("models"))
+        .arg("console")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut shown = Vec::new();
+    while !shown.iter().any(|l: &String| l.contains("turn 1:")) {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("the console showed no turn within 30 s: {shown:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the console ended early: {shown:?}"));
+        shown.push(line);
+    }
+    let text = shown.join("\n");
+    assert!(text.contains("-- conversation started"), "{text}");
+    assert!(text.contains("you: Is the pool open?"), "{text}");
+    assert!(
+        text.contains("agent: The pool is open until ten tonight."),
+        "{text}"
+    );
+    assert!(
+        text.contains("(turn over)"),
+        "the turn detector's verdict: {text}"
+    );
+    let turn = shown.iter().find(|l| l.contains("turn 1:")).unwrap();
+    assert!(
+        turn.contains("end of speech -> reply audio") && turn.contains(" ms"),
+        "{turn}"
+    );
+    // Ctrl-C: the session closes, the audio counters are printed, the exit status is 0.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rest = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            rest.push(l);
+        }
+        rest
+    })
+    .await
+    .expect("the console ends after Ctrl-C");
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "{status:?}; {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("audio: capture 0 xruns")),
+        "{rest:?}"
+    );
+}
