@@ -42,6 +42,14 @@ pub struct LiveInput {
     pub played: Option<rtrb::Consumer<f32>>,
 }
 
+/// A far-end sample below this is silence (the speaker plays exact zeros when idle).
+const SILENT: f32 = 1e-4;
+/// After this long without far-end sound (1 s: the speaker's buffering plus a room's echo tail,
+/// with margin) there is no echo left to cancel, and the canceller rests: it is a fifth of the
+/// idle kiosk's CPU. It resumes with the first played frame, which reaches the canceller before
+/// its echo reaches the microphone.
+const ECHO_TAIL_FRAMES: usize = 100;
+
 /// The far-end reference may lead the microphone by the speaker's buffering (the playback
 /// thread hands audio to the device ahead of its sound) plus the room, which the canceller's
 /// delay estimator finds; beyond this much the reference is stale (the front end stalled while
@@ -92,6 +100,11 @@ impl Live {
                 let mut echo = echo.zip(input.played.take());
                 let mut frame = [0.0f32; FRAME];
                 let mut far = [0.0f32; FRAME];
+                // Frames since the speaker last played anything. The canceller rests in long
+                // silences only when it cancels echo alone (its noise suppressor and AGC, if
+                // enabled, must see every frame).
+                let mut quiet = 0usize;
+                let may_rest = !config.echo.noise_suppression && !config.echo.agc;
                 let mut events = Vec::with_capacity(8);
                 while !flag.load(Ordering::Relaxed) {
                     if !ring::pop_exact(&mut input.mic, &mut frame) {
@@ -103,11 +116,19 @@ impl Live {
                         if !ring::pop_exact(played, &mut far) {
                             far.fill(0.0);
                         }
-                        aec.render(&far);
-                        aec.capture(&mut frame);
-                        let m = aec.metrics();
-                        if m.frames % 1000 == 0 {
-                            tracing::debug!(metrics = ?m, "echo canceller");
+                        quiet = if far.iter().all(|s| s.abs() < SILENT) {
+                            quiet + 1
+                        } else {
+                            0
+                        };
+                        // Render and capture stay paired, so skipping both keeps them in step.
+                        if quiet < ECHO_TAIL_FRAMES || !may_rest {
+                            aec.render(&far);
+                            aec.capture(&mut frame);
+                            let m = aec.metrics();
+                            if m.frames % 1000 == 0 {
+                                tracing::debug!(metrics = ?m, "echo canceller");
+                            }
                         }
                     }
                     if !input.open.load(Ordering::Relaxed) {
