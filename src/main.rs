@@ -12,7 +12,8 @@ use hark::listen::models::{demo_speech, ModelId, ModelStore};
 use hark::listen::timeline::Timeline;
 use hark::listen::{self, Models};
 
-/// hark: a voice-agent appliance. On-device listening (denoise, VAD, turn detection) today.
+/// hark: a voice-agent appliance. On-device listening (denoise, VAD, turn detection) and a
+/// kiosk agent on the local sound card.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {

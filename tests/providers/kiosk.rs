@@ -16,6 +16,32 @@ use crate::support::card;
 
 const CARD_RATE: u32 = 44_100;
 
+type KioskRun = tokio::task::JoinHandle<
+    Result<std::sync::Arc<hark::transport::local::AudioStats>, kiosk::KioskError>,
+>;
+
+/// Runs the kiosk on `toml` as `hark run` does: its events, the switch that stops it, and the
+/// task that returns its audio counters.
+fn start_kiosk(
+    toml: &str,
+) -> (
+    tokio::sync::broadcast::Receiver<KioskEvent>,
+    tokio::sync::oneshot::Sender<()>,
+    KioskRun,
+) {
+    let config = Config::parse(toml, "hark.toml".as_ref()).unwrap();
+    let models = Models::load(&config.listen, &common::store()).unwrap();
+    let (events, rx) = tokio::sync::broadcast::channel(256);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        kiosk::run(&config, models, events, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (rx, stop, run)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_asked_at_the_kiosk_microphone_is_answered_through_its_speaker() {
     let concierge = Concierge::start().await;
@@ -43,16 +69,7 @@ async fn a_question_asked_at_the_kiosk_microphone_is_answered_through_its_speake
         "{}\n[audio]\ncapture = \"kiosk_mic\"\nplayback = \"kiosk_spk\"\nrate = 48000\n",
         concierge.toml
     );
-    let config = Config::parse(&toml, "hark.toml".as_ref()).unwrap();
-    let models = Models::load(&config.listen, &common::store()).unwrap();
-    let (events, mut rx) = tokio::sync::broadcast::channel(256);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        kiosk::run(&config, models, events, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let (mut rx, stop, run) = start_kiosk(&toml);
 
     let (mut turn, mut spoke, mut seen) = (None, false, Vec::new());
     loop {
@@ -153,16 +170,7 @@ async fn a_person_interrupts_the_agent_over_its_own_echo_and_the_echo_alone_does
         "{}\n[audio]\ncapture = \"room_mic\"\nplayback = \"room_spk\"\n",
         concierge.toml
     );
-    let config = Config::parse(&toml, "hark.toml".as_ref()).unwrap();
-    let models = Models::load(&config.listen, &common::store()).unwrap();
-    let (events, mut rx) = tokio::sync::broadcast::channel(256);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(async move {
-        kiosk::run(&config, models, events, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let (mut rx, stop, run) = start_kiosk(&toml);
 
     let mut seen = Vec::new();
     let interrupted_at = loop {
