@@ -9,8 +9,9 @@
 //! step, frame for frame: one `render` per `capture`, silence when nothing plays, and each
 //! played frame no later than the microphone frame that hears it.
 //!
-//! Cost: about 60 µs per 10 ms frame at 16 kHz on a desktop core (`hark bench`). sonora makes a
-//! few dozen small allocations per frame inside AEC3; this wrapper adds none.
+//! Cost: about 60 µs per 10 ms frame at 16 kHz on a desktop core (`hark bench`). Nothing is
+//! allocated per frame (sonora is vendored with a patch for that, see vendor/README.md), except
+//! with `agc`: sonora's AGC2 still builds channel copies per frame.
 
 use sonora::config::{AdaptiveDigital, EchoCanceller as Aec3, GainController2, NoiseSuppression};
 use sonora::{AudioProcessing, Config, StreamConfig};
@@ -30,7 +31,8 @@ pub struct EchoOptions {
     /// stage already follows, and two suppressors in a row thin out speech.
     pub noise_suppression: bool,
     /// WebRTC's AGC2 (adaptive digital gain and limiter) after echo cancellation. Off by
-    /// default: it changes levels the VAD thresholds were tuned on.
+    /// default: it changes levels the VAD thresholds were tuned on, and sonora's AGC2 allocates
+    /// per frame (about 11 small allocations).
     pub agc: bool,
 }
 
