@@ -4,7 +4,8 @@
 //!
 //! The sound card and the front end run for the life of the process; sessions come and go. The
 //! first session starts at once (the agent greets); when one ends (the wake-up timer said
-//! goodbye, or a tool ended it) the next starts when someone speaks again.
+//! goodbye, or a tool ended it) the next starts when someone speaks again, and hears them from
+//! the silence before their first word.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,18 +68,91 @@ pub enum KioskError {
 struct ToSession {
     session: Arc<Mutex<Option<SessionInput>>>,
     events: mpsc::UnboundedSender<ListenEvent>,
+    /// What was heard while no session was attached, so the words that wake the next session
+    /// reach its speech-to-text whole, silence before them included.
+    preroll: PreRoll,
+    /// The front end's events since the speech that will wake the next session began (the
+    /// session must see that speech start, and its end if it came before the session).
+    woke_by: Vec<ListenEvent>,
+}
+
+/// How much audio before a session attaches it is given: the VAD's 0.5 s of padding before a
+/// start of speech, plus the time the session takes to start (connecting to speech-to-text),
+/// within the 2 s the speech-to-text queue holds.
+const PREROLL: usize = PIPELINE_RATE as usize * 3 / 2;
+/// Front-end events kept for the waking session (a start, an end, a turn verdict or two).
+const WOKE_BY_EVENTS: usize = 8;
+
+/// The last [`PREROLL`] samples, in a ring allocated once.
+struct PreRoll {
+    ring: Box<[f32]>,
+    /// Next write position.
+    head: usize,
+    /// Samples held (up to the ring's length).
+    len: usize,
+}
+
+impl PreRoll {
+    fn new(capacity: usize) -> Self {
+        Self {
+            ring: vec![0.0; capacity].into_boxed_slice(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, frame: &[f32]) {
+        for &s in frame {
+            self.ring[self.head] = s;
+            self.head = (self.head + 1) % self.ring.len();
+        }
+        self.len = (self.len + frame.len()).min(self.ring.len());
+    }
+
+    /// The held samples, oldest first, as two slices.
+    fn slices(&self) -> (&[f32], &[f32]) {
+        let start = (self.head + self.ring.len() - self.len) % self.ring.len();
+        if start + self.len <= self.ring.len() {
+            (&self.ring[start..start + self.len], &[])
+        } else {
+            (&self.ring[start..], &self.ring[..self.head])
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
 }
 
 impl Listener for ToSession {
     fn audio(&mut self, frame: &[f32]) {
-        if let Some(s) = self.session.lock().expect("session slot").as_ref() {
-            s.push_audio(frame);
+        let slot = self.session.lock().expect("session slot");
+        let Some(s) = slot.as_ref() else {
+            self.preroll.push(frame);
+            return;
+        };
+        if !self.woke_by.is_empty() {
+            // This session was started by speech it has not heard yet: give it that speech.
+            for e in self.woke_by.drain(..) {
+                s.user(UserInput::from(e));
+            }
+            let (older, newer) = self.preroll.slices();
+            s.push_audio(older);
+            s.push_audio(newer);
         }
+        self.preroll.clear();
+        s.push_audio(frame);
     }
 
     fn event(&mut self, event: &ListenEvent) {
         if let Some(s) = self.session.lock().expect("session slot").as_ref() {
             s.user(UserInput::from(*event));
+        } else if matches!(event, ListenEvent::Vad(v) if v.event_type == VadEventType::StartOfSpeech)
+        {
+            self.woke_by.clear();
+            self.woke_by.push(*event);
+        } else if !self.woke_by.is_empty() && self.woke_by.len() < WOKE_BY_EVENTS {
+            self.woke_by.push(*event);
         }
         let _ = self.events.send(*event);
     }
@@ -135,6 +209,8 @@ pub async fn run(
         Box::new(ToSession {
             session: slot.clone(),
             events: heard_tx,
+            preroll: PreRoll::new(PREROLL),
+            woke_by: Vec::with_capacity(WOKE_BY_EVENTS),
         }),
     )?;
 
@@ -355,5 +431,19 @@ mod tests {
         ] {
             assert_eq!(indicator_from(i as u8), i);
         }
+    }
+
+    #[test]
+    fn the_preroll_keeps_the_latest_audio_oldest_first_across_the_wrap() {
+        let mut p = PreRoll::new(5);
+        p.push(&[1.0, 2.0, 3.0]);
+        assert_eq!(p.slices(), (&[1.0, 2.0, 3.0][..], &[][..]));
+        p.push(&[4.0, 5.0, 6.0, 7.0]);
+        let (a, b) = p.slices();
+        assert_eq!([a, b].concat(), [3.0, 4.0, 5.0, 6.0, 7.0]);
+        p.clear();
+        assert_eq!(p.slices(), (&[][..], &[][..]));
+        p.push(&[8.0]);
+        assert_eq!(p.slices(), (&[8.0][..], &[][..]));
     }
 }

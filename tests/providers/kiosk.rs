@@ -127,6 +127,80 @@ async fn a_question_asked_at_the_kiosk_microphone_is_answered_through_its_speake
     assert!(stats.playback.frames.load(Ordering::Relaxed) > 0);
 }
 
+/// When a conversation has ended (here the wake-up timer gave up on silence), the next one starts
+/// when someone speaks, and its speech-to-text hears them whole: the audio from before the
+/// session existed (the silence before the first word included) is handed to it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_words_that_wake_the_next_conversation_reach_its_speech_to_text_whole() {
+    const RATE: u32 = 16_000;
+    let concierge = Concierge::start().await;
+    let (mic_in, tap, spk) = (
+        card::fifo("w-mic"),
+        card::fifo("w-tap"),
+        card::fifo("w-spk"),
+    );
+    card::define("wake_mic", &card::capture_body(&mic_in, &tap));
+    card::define("wake_spk", &card::playback_body(&spk));
+    // 6 s of silence (the first session gives up after 1 s of it), then the question.
+    let question = common::speech("beckett.wav").resampled(RATE);
+    let question = &question.samples[..(1.3 * RATE as f64) as usize];
+    let mut mic = vec![0.0f32; 6 * RATE as usize];
+    mic.extend_from_slice(question);
+    let _tap = card::Speaker::start(tap, RATE, 1, None);
+    let _mic = card::Mic::start(mic_in, RATE, 1, card::interleave(&mic, 1));
+    let _speaker = card::Speaker::start(spk, RATE, 1, None);
+
+    let toml = format!(
+        "{}\n[agent.wake_up]\nafter = 1.0\n\n[audio]\ncapture = \"wake_mic\"\nplayback = \"wake_spk\"\n",
+        concierge.toml
+    );
+    let (mut rx, stop, run) = start_kiosk(&toml);
+    let (mut started, mut ended, mut turn, mut seen) = (0, 0, None, Vec::new());
+    while turn.is_none() {
+        let e = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no second conversation within 30 s; the kiosk said {seen:?}")
+            })
+            .unwrap();
+        seen.push(format!("{e:?}"));
+        match e {
+            KioskEvent::SessionStarted => started += 1,
+            KioskEvent::SessionEnded => ended += 1,
+            KioskEvent::Session(SessionEvent::UserTurn { text }) => turn = Some(text),
+            _ => {}
+        }
+    }
+    assert_eq!((started, ended), (2, 1), "{seen:?}");
+    assert_eq!(turn.as_deref(), Some("Is the pool open?"));
+
+    // What the second session's speech-to-text heard: quiet first, then the question, about as
+    // much of it as was spoken. Without the pre-roll it would start mid-word, the first words
+    // lost while the VAD decided and the session started.
+    let conn = concierge.deepgram.conn(1).await;
+    let mut heard = Vec::new();
+    for b in conn.binaries() {
+        hark::audio::pcm::decode_pcm16(&b, &mut heard);
+    }
+    let loud = |s: &[f32]| s.iter().filter(|x| x.abs() > 0.05).count() as f64 / RATE as f64;
+    let first_loud = heard
+        .iter()
+        .position(|x| x.abs() > 0.05)
+        .expect("speech reached the STT");
+    assert!(
+        first_loud as f64 / RATE as f64 >= 0.3,
+        "the STT's audio starts {:.2} s before the first word; it should start in the silence before it",
+        first_loud as f64 / RATE as f64
+    );
+    let (spoken, got) = (loud(question), loud(&heard));
+    assert!(
+        got >= 0.9 * spoken,
+        "{got:.2} s of the question's {spoken:.2} s of loud speech reached the STT"
+    );
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
 /// The kiosk hears its own loudspeaker (an echo at -10 dB, 40 ms late, with a decaying tail):
 /// the echo canceller keeps the agent's voice from interrupting itself, and a person who speaks
 /// over the agent still interrupts it.
