@@ -32,7 +32,9 @@ if (( ${#missing[@]} )); then
   if [[ " ${missing[*]} " == *":arm64 "* ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
     $sudo dpkg --add-architecture arm64
   fi
-  $sudo apt-get update -qq
+  # A mirror mid-sync can fail one index (seen here: bookworm-security for one architecture);
+  # what the install needs may still be there, so only a failed install stops the setup.
+  $sudo apt-get update -qq || echo "setup: apt-get update reported errors; installing anyway" >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
