@@ -1,0 +1,497 @@
+//! The SIP endpoint against real peers: kamailio as registrar and proxy, baresip as the phone
+//! that calls hark. Everything runs on loopback, on ports picked per test.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use hark::config::SipConfig;
+use hark::transport::sip::{
+    CallEvent, Direction, Endpoint, HangupReason, RegisterError, RegistrationState,
+};
+use hark::transport::CallControl;
+use support::sip_peers::{peers_installed, Baresip, Kamailio, DOMAIN};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Every log line any test produced, to check no password reaches the log.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs_text() -> String {
+    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+}
+
+fn config(text: &str) -> SipConfig {
+    let c: SipConfig = toml::from_str(text).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+/// A direct-call endpoint on loopback that lets loopback peers call.
+fn direct_config(extra: &str) -> SipConfig {
+    config(&format!(
+        "bind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\nrtp_ports = [{0}, {1}]\n{extra}",
+        20000 + (std::process::id() % 200) * 40,
+        20000 + (std::process::id() % 200) * 40 + 39
+    ))
+}
+
+/// Runs blocking peer I/O without stalling the endpoint's tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn registered(ep: &Endpoint) -> RegistrationState {
+    let mut rx = ep.registration();
+    let state = tokio::time::timeout(
+        WAIT,
+        rx.wait_for(|s| !matches!(s, RegistrationState::Off)),
+    )
+    .await
+    .expect("a registration outcome within 10 s")
+    .unwrap()
+    .clone();
+    state
+}
+
+macro_rules! need_peers {
+    () => {
+        if !peers_installed() {
+            eprintln!("skipped: kamailio/baresip not installed (scripts/setup.sh --test)");
+            return;
+        }
+        captured_logs();
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_with_md5_digest_and_unregisters_on_shutdown() {
+    need_peers!();
+    let kam = Kamailio::start(&[("hark", "md5-pass-31337")], "MD5");
+    let ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"md5-pass-31337\"\ndomain = \"{DOMAIN}\"\nexpires = 120",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    let mut rx = ep.registration();
+    assert_eq!(
+        registered(&ep).await,
+        RegistrationState::Registered { expires: 120 },
+        "{}",
+        kam.log()
+    );
+    ep.shutdown().await;
+    assert_eq!(*rx.borrow_and_update(), RegistrationState::Unregistered);
+    assert!(!logs_text().contains("md5-pass-31337"), "the password reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_with_sha256_digest_when_the_registrar_asks_for_it() {
+    need_peers!();
+    let kam = Kamailio::start(&[("hark", "sha-pass-4242")], "SHA-256");
+    let ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"sha-pass-4242\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        registered(&ep).await,
+        RegistrationState::Registered { expires: 300 },
+        "{}",
+        kam.log()
+    );
+    // kamailio logs each REGISTER's Authorization header: ours named SHA-256.
+    assert!(
+        kam.log().contains("algorithm=SHA-256"),
+        "kamailio did not see a SHA-256 answer:\n{}",
+        kam.log()
+    );
+    ep.shutdown().await;
+    assert!(!logs_text().contains("sha-pass-4242"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_clear_error_that_does_not_show_it() {
+    need_peers!();
+    let kam = Kamailio::start(&[("hark", "right-pass")], "MD5");
+    let ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"wrong-pass-777\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    let state = registered(&ep).await;
+    let RegistrationState::Failed(err) = &state else {
+        panic!("expected a failure, got {state:?}");
+    };
+    assert!(
+        matches!(err, RegisterError::AuthRejected { code: 401, .. }),
+        "{err:?}"
+    );
+    let shown = format!("{err} / {err:?}");
+    assert!(shown.contains("sip.password"), "{shown}");
+    assert!(!shown.contains("wrong-pass-777"), "{shown}");
+    drop(ep);
+    assert!(!logs_text().contains("wrong-pass-777"), "the password reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_hark_directly_gets_the_expected_answer_and_hangs_up() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .expect("an INVITE within 10 s")
+        .unwrap();
+    assert!(call.from.contains("sip:caller@"), "{}", call.from);
+    assert_eq!(call.media.codec, "PCMU");
+    assert_eq!(call.media.payload_type, 0);
+    assert_eq!(call.media.clock_rate, 8000);
+    assert_eq!(call.media.direction, Direction::SendRecv);
+    assert_eq!(call.media.remote.ip(), phone.sip_addr.ip());
+    assert!((30000..31000).contains(&call.media.remote.port()), "{:?}", call.media);
+    call.answer().await.expect("ACK for our 200 OK");
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    // The SDP answer pointed baresip at our RTP socket: its tone arrives there as PCMU.
+    let mut pkt = [0u8; 1500];
+    let (n, from) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
+        .await
+        .expect("RTP from baresip within 10 s")
+        .unwrap();
+    assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
+    assert_eq!(pkt[0] >> 6, 2, "RTP version 2");
+    assert_eq!(pkt[1] & 0x7f, 0, "payload type PCMU");
+    assert_eq!(from, call.media.remote);
+    blocking(|| phone.command("hangup", ""));
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::Remote
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hark_hangs_up_and_baresip_sees_the_bye() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept()).await.unwrap().unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    call.control().hangup("goodbye").await.expect("BYE answered");
+    blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::Local
+        })
+    );
+    // The call is gone: hanging up again says so.
+    assert!(call.control().hangup("again").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_call_at_max_sessions_gets_486_busy_here() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("max_sessions = 1")).await.unwrap();
+    let mut first = Baresip::start("first", None);
+    let mut second = Baresip::start("second", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| first.command("dial", &target));
+    let call = tokio::time::timeout(WAIT, ep.accept()).await.unwrap().unwrap();
+    call.answer().await.unwrap();
+    blocking(|| first.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    blocking(|| second.command("dial", &target));
+    let closed = blocking(|| second.wait_event(&["CALL_CLOSED"], WAIT));
+    assert!(closed.contains("486"), "{closed}");
+    assert_eq!(ep.stats().busy.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // The first call is untouched.
+    call.control().hangup("done").await.unwrap();
+    blocking(|| first.wait_event(&["CALL_CLOSED"], WAIT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_gives_up_before_the_answer_cancels_the_call() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept()).await.unwrap().unwrap();
+    blocking(|| phone.wait_event(&["CALL_RINGING"], WAIT));
+    blocking(|| phone.command("hangup", ""));
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::Cancelled
+        })
+    );
+    assert!(call.answer().await.is_err(), "a cancelled call cannot be answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_resume_from_baresip_are_events_with_the_mirrored_direction() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept()).await.unwrap().unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    blocking(|| phone.command("hold", ""));
+    assert_eq!(call.next_event_within(WAIT).await, Some(CallEvent::Hold));
+    match call.next_event_within(WAIT).await {
+        Some(CallEvent::MediaChanged(m)) => assert_eq!(m.direction, Direction::RecvOnly),
+        other => panic!("expected MediaChanged, got {other:?}"),
+    }
+    blocking(|| phone.command("resume", ""));
+    assert_eq!(call.next_event_within(WAIT).await, Some(CallEvent::Resume));
+    match call.next_event_within(WAIT).await {
+        Some(CallEvent::MediaChanged(m)) => assert_eq!(m.direction, Direction::SendRecv),
+        other => panic!("expected MediaChanged, got {other:?}"),
+    }
+    call.control().hangup("done").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_allow_list_gets_403() {
+    need_peers!();
+    let mut ep = Endpoint::start(&config(
+        "bind = \"127.0.0.1:0\"\nallow = [\"192.0.2.1\"]",
+    ))
+    .await
+    .unwrap();
+    let mut phone = Baresip::start("stranger", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let closed = blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+    assert!(closed.contains("403"), "{closed}");
+    assert_eq!(ep.stats().forbidden.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), ep.accept())
+            .await
+            .is_err(),
+        "no call was offered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_kamailio_reaches_the_registered_endpoint_both_ways_of_hanging_up() {
+    need_peers!();
+    let kam = Kamailio::start(
+        &[("hark", "hark-pass-9"), ("caller", "caller-pass-9")],
+        "MD5",
+    );
+    // No allow list: only the registrar may send INVITEs.
+    let mut ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"hark-pass-9\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(
+        registered(&ep).await,
+        RegistrationState::Registered { .. }
+    ));
+    let mut phone = Baresip::start("caller", Some((kam.addr, "caller-pass-9")));
+    blocking(|| phone.wait_log("200 OK (kamailio", WAIT));
+    for hark_hangs_up in [false, true] {
+        blocking(|| phone.command("dial", &format!("sip:hark@{DOMAIN}")));
+        let mut call = tokio::time::timeout(WAIT, ep.accept())
+            .await
+            .expect("the proxied INVITE within 10 s")
+            .unwrap();
+        assert!(call.to.contains(&format!("hark@{DOMAIN}")), "{}", call.to);
+        call.answer().await.unwrap();
+        blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+        if hark_hangs_up {
+            // BYE goes through kamailio (it record-routed the INVITE).
+            call.control().hangup("done").await.unwrap();
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        } else {
+            blocking(|| phone.command("hangup", ""));
+            assert_eq!(
+                call.next_event_within(WAIT).await,
+                Some(CallEvent::Hangup {
+                    reason: HangupReason::Remote
+                })
+            );
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        }
+    }
+    ep.shutdown().await;
+}
+
+/// Sends a datagram and returns the first response line (or `None` after 1 s).
+async fn exchange(sock: &tokio::net::UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<String> {
+    sock.send_to(msg, to).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    Some(text)
+}
+
+fn request(method: &str, n: u32, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:hark@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKc{n}\r\n\
+         From: <sip:fuzz@127.0.0.1>;tag=f{n}\r\nTo: <sip:hark@127.0.0.1>\r\nCall-ID: corpus{n}\r\n\
+         {headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_datagrams_are_refused_or_dropped_and_calls_still_work() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let to = ep.local_addr();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bad_sdp = "v=0\r\nc=IN IP4 banana\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+        // Headers that never end.
+        (b"INVITE sip:hark@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4".to_vec(), None),
+        // Binary noise.
+        ((0..200u8).map(|b| b.wrapping_mul(37)).collect(), None),
+        // Content-Length far beyond the datagram.
+        (
+            String::from_utf8(request("OPTIONS", 1, "CSeq: 1 OPTIONS\r\n", ""))
+                .unwrap()
+                .replace("Content-Length: 0", "Content-Length: 99999999")
+                .into_bytes(),
+            Some("SIP/2.0 400"),
+        ),
+        // CSeq method not the request's.
+        (request("OPTIONS", 2, "CSeq: 1 INVITE\r\n", ""), Some("SIP/2.0 400")),
+        // CSeq not a number.
+        (request("OPTIONS", 3, "CSeq: one OPTIONS\r\n", ""), Some("SIP/2.0 400")),
+        // An INVITE whose SDP is nonsense.
+        (
+            request(
+                "INVITE",
+                4,
+                "CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContact: <sip:fuzz@127.0.0.1:9>\r\n",
+                bad_sdp,
+            ),
+            Some("SIP/2.0 400"),
+        ),
+    ];
+    for (i, (data, expected)) in cases.iter().enumerate() {
+        let got = exchange(&sock, to, data).await;
+        match expected {
+            Some(prefix) => {
+                // An INVITE gets 100 Trying first; the final answer follows.
+                let mut got = got;
+                if got.as_deref().is_some_and(|g| g.starts_with("SIP/2.0 100")) {
+                    let mut buf = vec![0u8; 65536];
+                    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    got = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+                let got = got.unwrap_or_else(|| panic!("case {i}: no response"));
+                assert!(got.starts_with(prefix), "case {i}: {got}");
+            }
+            None => assert_eq!(got, None, "case {i}: expected silence"),
+        }
+    }
+    let malformed = ep.stats().malformed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(malformed, 5, "the five unparseable datagrams were counted");
+    assert_eq!(ep.stats().bad_offer.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // OPTIONS still answered, with what we allow and accept.
+    let ok = exchange(&sock, to, &request("OPTIONS", 9, "CSeq: 9 OPTIONS\r\n", ""))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"), "{ok}");
+    assert!(ok.contains("Accept: application/sdp"), "{ok}");
+    // And a real call still works.
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{to}");
+    blocking(|| phone.command("dial", &target));
+    let call = tokio::time::timeout(WAIT, ep.accept()).await.unwrap().unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    call.control().hangup("done").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_in_a_call_is_answered_and_surfaced_with_its_body() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept()).await.unwrap().unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    // baresip sends DTMF in RTP, so the INFO comes from a socket speaking for the caller,
+    // inside baresip's dialog (its Call-ID and tags).
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let from = call.from.clone();
+    let to_tag = "x"; // hark matches in-dialog requests by Call-ID
+    let body = "Signal=5\r\nDuration=160\r\n";
+    let info = format!(
+        "INFO sip:hark@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {1};branch=z9hG4bKinfo1\r\n\
+         From: {from}\r\nTo: <sip:hark@{0}>;tag={to_tag}\r\nCall-ID: {2}\r\nCSeq: 900 INFO\r\n\
+         Content-Type: application/dtmf-relay\r\nContent-Length: {3}\r\n\r\n{body}",
+        ep.local_addr(),
+        sock.local_addr().unwrap(),
+        call.id,
+        body.len()
+    );
+    let resp = exchange(&sock, ep.local_addr(), info.as_bytes()).await.unwrap();
+    assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Info {
+            content_type: "application/dtmf-relay".into(),
+            body: body.as_bytes().to_vec()
+        })
+    );
+    // An INFO for no call gets 481.
+    let stray = info.replace(&call.id, "no-such-call").replace("info1", "info2");
+    let resp = exchange(&sock, ep.local_addr(), stray.as_bytes()).await.unwrap();
+    assert!(resp.starts_with("SIP/2.0 481"), "{resp}");
+    call.control().hangup("done").await.unwrap();
+}
