@@ -1,0 +1,3 @@
+//! The phone endpoint: SIP signalling and the RTP media of its calls.
+
+pub mod media;
