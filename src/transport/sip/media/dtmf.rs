@@ -125,8 +125,8 @@ struct Current {
 /// Turns the stream of telephone-event packets into one report per key press: the repeated
 /// start and update packets and the three end packets of an event share its RTP timestamp,
 /// so a digit is reported once, when its first end packet arrives (with the final duration),
-/// or, if every end packet was lost, when the next event begins or [`Self::expire`] decides
-/// it is over.
+/// or, if every end packet was lost, when the next event begins or the caller calls
+/// [`Self::finish`].
 #[derive(Debug, Clone)]
 pub struct DtmfReceiver {
     clock_rate: u32,
@@ -191,12 +191,11 @@ impl DtmfReceiver {
         Ok(done)
     }
 
-    /// Reports an unfinished digit whose last news is more than a second older than `now`
-    /// (the stream's current RTP timestamp): every one of its end packets was lost.
-    pub fn expire(&mut self, now: u32) -> Option<ReceivedDtmf> {
+    /// Reports the unfinished digit, if any: the caller decides that the event is over
+    /// because no telephone-event packet came for a while (every end packet was lost).
+    pub fn finish(&mut self) -> Option<ReceivedDtmf> {
         let c = self.current.as_mut()?;
-        let last = c.ts.wrapping_add(u32::from(c.event.duration));
-        if c.reported || ts_diff(now, last) <= self.clock_rate as i32 {
+        if c.reported {
             return None;
         }
         c.reported = true;
@@ -441,7 +440,7 @@ mod tests {
     }
 
     #[test]
-    fn an_event_whose_ends_were_lost_is_reported_by_the_next_or_by_expiry() {
+    fn an_event_whose_ends_were_lost_is_reported_by_the_next_or_when_finished() {
         let mut rx = DtmfReceiver::new(8000);
         let start = |code, duration| TelephoneEvent {
             event: code,
@@ -459,16 +458,8 @@ mod tests {
             Some(('3', 50))
         );
         assert_eq!(now, None);
-        assert_eq!(
-            rx.expire(4000 + 400 + 8000),
-            None,
-            "a second after is not yet over"
-        );
-        assert_eq!(
-            rx.expire(4000 + 400 + 8001).map(|r| r.digit.to_char()),
-            Some('4')
-        );
-        assert_eq!(rx.expire(99_999), None, "reported once");
+        assert_eq!(rx.finish().map(|r| r.digit.to_char()), Some('4'));
+        assert_eq!(rx.finish(), None, "reported once");
         // A late end packet of the old event is ignored.
         let old_end = TelephoneEvent {
             end: true,
@@ -537,7 +528,7 @@ mod tests {
             let mut rx = DtmfReceiver::new(8000);
             let _ = rx.on_packet(ts, &bytes);
             let _ = rx.on_packet(ts.wrapping_add(1), &bytes);
-            let _ = rx.expire(ts.wrapping_add(100_000));
+            let _ = rx.finish();
         }
     }
 }

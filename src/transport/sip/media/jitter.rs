@@ -61,6 +61,9 @@ pub enum Payload<'a> {
     Audio(&'a [f32]),
     /// An RFC 3389 comfort-noise packet with its level in -dBov; it covers one frame.
     ComfortNoise(u8),
+    /// A packet of the same stream that carries no audio (an RFC 4733 event): only its
+    /// sequence number is counted, so it is not mistaken for a loss.
+    NoAudio,
 }
 
 /// One received packet's header fields and arrival time.
@@ -301,7 +304,7 @@ impl JitterBuffer {
         let len = match payload {
             Payload::Audio(s) if s.is_empty() || s.len() > MAX_PACKET => return Inserted::Unusable,
             Payload::Audio(s) => s.len(),
-            Payload::ComfortNoise(_) => self.cfg.frame,
+            Payload::ComfortNoise(_) | Payload::NoAudio => self.cfg.frame,
         };
         if self.ssrc != Some(a.ssrc) {
             if self.ssrc.is_some() {
@@ -329,6 +332,9 @@ impl JitterBuffer {
         self.stats.received += 1;
         if ext < self.first_seq {
             self.first_seq = ext;
+        }
+        if payload == Payload::NoAudio {
+            return Inserted::Queued;
         }
 
         // RFC 3550 §6.4.1: J += (|D| - J) / 16, D the change in transit time.
@@ -388,6 +394,7 @@ impl JitterBuffer {
                 s.noise = None;
             }
             Payload::ComfortNoise(level) => s.noise = Some(level),
+            Payload::NoAudio => {}
         }
         Inserted::Queued
     }

@@ -12,8 +12,12 @@ pub mod g711;
 pub mod inband;
 pub mod jitter;
 pub mod rtp;
+pub mod session;
 
 pub use dtmf::{parse_info, DtmfDigit, InfoDtmf, ReceivedDtmf};
 pub use g711::G711;
 pub use jitter::{JitterBuffer, JitterConfig, JitterStats};
 pub use rtp::{RtpError, RtpHeader, RtpPacket};
+pub use session::{
+    Latch, MediaConfig, MediaError, MediaEvent, MediaStats, MediaStreams, RtpSession, RtpSink,
+};
