@@ -26,8 +26,10 @@
 //! - [`register`]: keeping the device registered.
 //! - [`call`]: the incoming call handle the engine uses.
 //! - [`ua`]: the endpoint tying them together.
+//! - [`media`]: RTP, G.711, the jitter buffer, DTMF, and the per-call media session.
 
 pub mod call;
+pub mod media;
 pub mod digest;
 pub mod message;
 pub mod register;
