@@ -93,7 +93,9 @@ impl Kamailio {
         let mut users_cfg = String::new();
         for (i, (u, p)) in users.iter().enumerate() {
             let kw = if i == 0 { "if" } else { "else if" };
-            users_cfg.push_str(&format!("    {kw} ($fU == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n"));
+            users_cfg.push_str(&format!(
+                "    {kw} ($fU == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n"
+            ));
         }
         let cfg = format!(
             r#"#!KAMAILIO
@@ -149,7 +151,16 @@ request_route {{
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = std::fs::File::create(dir.0.join("kamailio.log")).unwrap();
         let child = Command::new("/usr/sbin/kamailio")
-            .args(["-f", cfg_path.to_str().unwrap(), "-DD", "-E", "-m", "32", "-M", "4"])
+            .args([
+                "-f",
+                cfg_path.to_str().unwrap(),
+                "-DD",
+                "-E",
+                "-m",
+                "32",
+                "-M",
+                "4",
+            ])
             .arg("-Y")
             .arg(&dir.0)
             .arg("-P")
@@ -178,7 +189,11 @@ request_route {{
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 4096];
         for n in 0.. {
-            assert!(Instant::now() < deadline, "kamailio did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not start: {}",
+                self.log()
+            );
             let msg = format!(
                 "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKprobe{n}\r\n\
                  Max-Forwards: 70\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\nTo: <sip:{DOMAIN}>\r\n\
@@ -222,21 +237,33 @@ impl Baresip {
     /// (with `password`) when given, else making direct calls (no registration). It sends a
     /// 440 Hz tone (a WAV file, `aufile`) as its microphone.
     pub fn start(user: &str, registrar: Option<(SocketAddr, &str)>) -> Baresip {
-        let dir = TempDir::new("baresip");
-        let sip_port = free_udp_port();
-        let ctrl_port = free_tcp_port();
-        let wav = dir.0.join("tone.wav");
         let samples = (0..8000 * 5)
             .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin())
             .collect();
-        hark::audio::wav::write_wav(
-            &wav,
+        Self::start_with(
+            user,
+            registrar,
             &hark::audio::Audio {
                 rate: 8000,
                 samples,
             },
         )
-        .unwrap();
+    }
+
+    /// As [`Baresip::start`], with `microphone` as what it sends, and what it hears during a
+    /// call recorded (`sndfile`; see [`Baresip::heard`]).
+    pub fn start_with(
+        user: &str,
+        registrar: Option<(SocketAddr, &str)>,
+        microphone: &hark::audio::Audio,
+    ) -> Baresip {
+        let dir = TempDir::new("baresip");
+        let sip_port = free_udp_port();
+        let ctrl_port = free_tcp_port();
+        let wav = dir.0.join("microphone.wav");
+        hark::audio::wav::write_wav(&wav, microphone).unwrap();
+        let recordings = dir.0.join("heard");
+        std::fs::create_dir_all(&recordings).unwrap();
         let config = format!(
             "poll_method epoll\n\
              net_interface 127.0.0.1\n\
@@ -251,13 +278,16 @@ impl Baresip {
              module g711.so\n\
              module aufile.so\n\
              module aubridge.so\n\
+             module sndfile.so\n\
+             snd_path {}\n\
              module_app account.so\n\
              module_app menu.so\n\
              module_app ctrl_tcp.so\n\
              ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
              rtp_ports 30000-30999\n\
              answermode manual\n",
-            wav.display()
+            wav.display(),
+            recordings.display()
         );
         std::fs::write(dir.0.join("config"), config).unwrap();
         let account = match registrar {
@@ -302,8 +332,8 @@ impl Baresip {
 
     /// Sends a command (`dial sip:...` → command `dial`, params `sip:...`).
     pub fn command(&mut self, command: &str, params: &str) {
-        let json = serde_json::json!({"command": command, "params": params, "token": command})
-            .to_string();
+        let json =
+            serde_json::json!({"command": command, "params": params, "token": command}).to_string();
         let frame = format!("{}:{json},", json.len());
         self.ctrl.write_all(frame.as_bytes()).unwrap();
     }
@@ -373,6 +403,24 @@ impl Baresip {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// What baresip heard in its calls (the decoded far end, as `sndfile` dumped it), mono at
+    /// the call's rate; empty before a call.
+    pub fn heard(&self) -> Vec<hark::audio::Audio> {
+        let mut heard = Vec::new();
+        for entry in std::fs::read_dir(self.dir.0.join("heard"))
+            .unwrap()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-dec.wav") {
+                if let Ok(audio) = hark::audio::read_wav(&entry.path()) {
+                    heard.push(audio);
+                }
+            }
+        }
+        heard
     }
 
     /// baresip's log so far.

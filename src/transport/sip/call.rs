@@ -103,6 +103,13 @@ impl IncomingCall {
     pub fn control(&self) -> Arc<CallHandle> {
         self.control.clone()
     }
+
+    /// Splits an answered call into its RTP socket (for the media session) and its events
+    /// (for whoever runs the call); the controls stay reachable through [`Self::control`]'s
+    /// handle, taken before.
+    pub fn into_parts(self) -> (UdpSocket, mpsc::Receiver<CallEvent>) {
+        (self.rtp_socket, self.events)
+    }
 }
 
 /// Controls of one call; cheap to share.
