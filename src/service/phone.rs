@@ -304,8 +304,9 @@ async fn serve(
             },
         }
     }
-    // The session ended on its own (end_call, the wake-up goodbye): hang up the call.
-    let reason = match reason {
+    // The session ended on its own: `end_call` has hung up already (its event is waiting);
+    // anything else (the wake-up timer's goodbye) leaves the call to hang up here.
+    let reason = match reason.or_else(|| pending_hangup(&mut call_events)) {
         Some(r) => r,
         None => {
             if let Err(e) = control.hangup("the agent ended the call").await {
@@ -331,6 +332,16 @@ async fn serve(
         .events
         .send(PhoneEvent::CallEnded { call: id, reason });
     Ok(())
+}
+
+/// A hangup the call already reported, if one is queued.
+fn pending_hangup(events: &mut tokio::sync::mpsc::Receiver<CallEvent>) -> Option<HangupReason> {
+    while let Ok(e) = events.try_recv() {
+        if let CallEvent::Hangup { reason } = e {
+            return Some(reason);
+        }
+    }
+    None
 }
 
 fn dtmf(shared: &Shared, call: &str, digit: DtmfDigit) {

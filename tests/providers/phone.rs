@@ -135,10 +135,54 @@ async fn a_caller_asks_a_question_and_hears_the_agents_answer_then_hangs_up() {
     assert_eq!(heard.len(), 1, "one call recorded");
     let loud =
         heard[0].samples.iter().filter(|s| s.abs() > 0.05).count() as f64 / heard[0].rate as f64;
+    eprintln!("the phone heard {loud:.2} s of loud audio");
     assert!(
         (0.4..1.0).contains(&loud),
         "the phone should have heard the 0.75 s answer once; {loud:.2} s of loud audio"
     );
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
+/// The agent ends the call with its `end_call` tool: its goodbye plays, then hark sends BYE and
+/// the phone sees the call close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_says_goodbye_and_hangs_up_with_end_call() {
+    assert!(
+        peers_installed(),
+        "baresip and kamailio are not installed: run scripts/setup.sh --test"
+    );
+    let concierge = Concierge::hanging_up().await;
+    let toml = format!(
+        "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
+        concierge
+            .toml
+            .replacen("[agent]\n", "[agent]\nbuiltin_tools = [\"end_call\"]\n", 1)
+    );
+    let (mut rx, stop, run, address) = start_phone(&toml).await;
+    let mut phone = Baresip::start_with("caller", None, &question());
+    phone.command("dial", &format!("sip:agent@{address}"));
+
+    let seen = until(&mut rx, Duration::from_secs(30), |e| {
+        matches!(e, PhoneEvent::CallEnded { .. })
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| e.contains("end_call")),
+        "the agent called end_call: {seen:#?}"
+    );
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains(&format!("{:?}", HangupReason::Local)),
+        "{seen:#?}"
+    );
+    tokio::task::block_in_place(|| phone.wait_event(&["CALL_CLOSED"], Duration::from_secs(10)));
+    // The goodbye played before the BYE.
+    let heard = phone.heard();
+    let loud =
+        heard[0].samples.iter().filter(|s| s.abs() > 0.05).count() as f64 / heard[0].rate as f64;
+    assert!(loud > 0.4, "the goodbye was cut: {loud:.2} s of it heard");
     stop.send(()).unwrap();
     run.await.unwrap().unwrap();
 }
