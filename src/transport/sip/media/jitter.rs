@@ -132,6 +132,21 @@ pub struct JitterStats {
     pub target_ms: f32,
 }
 
+/// The received stream's numbers that an RTCP report block carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceState {
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Extended highest sequence number received.
+    pub highest_seq: u64,
+    /// Packets expected (from the first sequence number to the highest).
+    pub expected: u64,
+    /// Packets received (duplicates excluded).
+    pub received: u64,
+    /// Interarrival jitter in timestamp units.
+    pub jitter: u32,
+}
+
 struct Slot {
     used: bool,
     ts: u32,
@@ -234,6 +249,18 @@ impl JitterBuffer {
             Some(h) => (h + 1 - self.first_seq).saturating_sub(self.received_this_ssrc),
             None => 0,
         }
+    }
+
+    /// The stream being received, for RTCP reception reports.
+    pub fn source(&self) -> Option<SourceState> {
+        let highest = self.seq.highest()?;
+        Some(SourceState {
+            ssrc: self.ssrc?,
+            highest_seq: highest,
+            expected: highest + 1 - self.first_seq,
+            received: self.received_this_ssrc,
+            jitter: self.jitter.round() as u32,
+        })
     }
 
     /// Audio buffered ahead of the playout point, in samples.
