@@ -720,3 +720,44 @@ async fn rtcp_reports_flow_both_ways_on_port_plus_one() {
     assert_eq!(sa.stats().rtcp_malformed.load(Relaxed), 0);
     assert!(sa.stats().rtcp_sent.load(Relaxed) >= 1 && sb.stats().rtcp_sent.load(Relaxed) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inband_tones_inside_the_rtp_audio_are_reported_by_the_session() {
+    let dir = std::env::temp_dir().join(format!("hark-dtmf-rtp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tones = sox_tones(&dir, "42#", None);
+    let _ = std::fs::remove_dir_all(&dir);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cfg = MediaConfig::new(peer.local_addr().unwrap(), G711::Pcma);
+    let (s, mut streams) = RtpSession::start(sock, cfg).unwrap();
+    let to = s.local_addr();
+    let send = async {
+        let mut clock = tokio::time::interval(Duration::from_millis(20));
+        let mut codes = [0u8; 160];
+        let mut padded = tones.samples.clone();
+        padded.resize(padded.len().div_ceil(160) * 160 + 160 * 10, 0.0);
+        for (k, f) in padded.chunks(160).enumerate() {
+            clock.tick().await;
+            G711::Pcma.encode(f, &mut codes);
+            let p = rtp(G711::Pcma, k as u16, k as u32 * 160, 0x77, &codes);
+            peer.send_to(&p, to).await.unwrap();
+        }
+    };
+    let receive = async {
+        let mut got = String::new();
+        while got.len() < 3 {
+            let e = tokio::time::timeout(Duration::from_secs(5), streams.events.recv())
+                .await
+                .expect("digits within 5 s")
+                .unwrap();
+            if let MediaEvent::Dtmf { digit, source, .. } = e {
+                assert_eq!(source, DtmfSource::Inband);
+                got.push(digit.to_char());
+            }
+        }
+        got
+    };
+    let (_, got) = tokio::join!(send, receive);
+    assert_eq!(got, "42#");
+}
