@@ -97,6 +97,9 @@ mod tests {
         assert_eq!(level_of_rms(2.0), 0, "louder than full scale is clamped");
         let mut loud = vec![0f32; 1000];
         g.fill(0, &mut loud);
-        assert!(loud.iter().all(|v| v.abs() <= 1.0), "0 dBov stays within full scale");
+        assert!(
+            loud.iter().all(|v| v.abs() <= 1.0),
+            "0 dBov stays within full scale"
+        );
     }
 }
