@@ -18,6 +18,8 @@ if (( test_deps )); then
   packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64)
   # The SIP tests' real peers: kamailio as registrar/proxy, baresip as the caller.
   packages+=(kamailio baresip-core)
+  # sox: the SIP media tests decode DTMF tone files a real tool made.
+  packages+=(sox)
 fi
 
 missing=()

@@ -58,7 +58,8 @@ impl NoiseGenerator {
             self.state ^= self.state >> 17;
             self.state ^= self.state << 5;
             let u = self.state as f32 / u32::MAX as f32 * 2.0 - 1.0;
-            *o = u * a;
+            // Level 0 would reach √3 at the peaks: the noise stays within full scale.
+            *o = (u * a).clamp(-1.0, 1.0);
         }
     }
 }
@@ -94,5 +95,11 @@ mod tests {
         }
         assert_eq!(level_of_rms(0.0), 127);
         assert_eq!(level_of_rms(2.0), 0, "louder than full scale is clamped");
+        let mut loud = vec![0f32; 1000];
+        g.fill(0, &mut loud);
+        assert!(
+            loud.iter().all(|v| v.abs() <= 1.0),
+            "0 dBov stays within full scale"
+        );
     }
 }

@@ -136,7 +136,7 @@ impl InbandDetector {
             return None;
         }
         let twist = db(col / row);
-        if twist > REVERSE_TWIST_DB || twist < -NORMAL_TWIST_DB {
+        if !(-NORMAL_TWIST_DB..=REVERSE_TWIST_DB).contains(&twist) {
             return None;
         }
         // A sine of amplitude A has mean power A²/2.

@@ -132,6 +132,21 @@ pub struct JitterStats {
     pub target_ms: f32,
 }
 
+/// The received stream's numbers that an RTCP report block carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceState {
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Extended highest sequence number received.
+    pub highest_seq: u64,
+    /// Packets expected (from the first sequence number to the highest).
+    pub expected: u64,
+    /// Packets received (duplicates excluded).
+    pub received: u64,
+    /// Interarrival jitter in timestamp units.
+    pub jitter: u32,
+}
+
 struct Slot {
     used: bool,
     ts: u32,
@@ -234,6 +249,18 @@ impl JitterBuffer {
             Some(h) => (h + 1 - self.first_seq).saturating_sub(self.received_this_ssrc),
             None => 0,
         }
+    }
+
+    /// The stream being received, for RTCP reception reports.
+    pub fn source(&self) -> Option<SourceState> {
+        let highest = self.seq.highest()?;
+        Some(SourceState {
+            ssrc: self.ssrc?,
+            highest_seq: highest,
+            expected: highest + 1 - self.first_seq,
+            received: self.received_this_ssrc,
+            jitter: self.jitter.round() as u32,
+        })
     }
 
     /// Audio buffered ahead of the playout point, in samples.
@@ -534,6 +561,38 @@ impl JitterBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the network delivers (any sequence numbers, timestamps, sizes, SSRCs and
+        /// order), the buffer never panics, always yields a frame, and keeps its target within
+        /// bounds.
+        #[test]
+        fn arbitrary_arrivals_never_break_it(
+            ops in proptest::collection::vec(
+                (any::<bool>(), any::<u16>(), any::<u32>(), 0usize..=MAX_PACKET + 2, 0u8..3, any::<bool>()),
+                0..300,
+            )
+        ) {
+            let mut jb = JitterBuffer::new(JitterConfig::default());
+            let mut out = [0f32; 160];
+            let samples = [0.25f32; MAX_PACKET + 2];
+            let mut clock = 0u64;
+            for (pop, seq, ts, len, ssrc, marker) in ops {
+                clock += 80;
+                if pop {
+                    jb.pop(&mut out);
+                    prop_assert!(out.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+                } else {
+                    let a = Arrival { sequence: seq, timestamp: ts, marker, ssrc: u32::from(ssrc), arrival: clock };
+                    let p = if len == MAX_PACKET + 2 { Payload::ComfortNoise(ssrc) } else { Payload::Audio(&samples[..len]) };
+                    jb.insert(a, p);
+                }
+                let s = jb.stats();
+                prop_assert!((20.0..=200.0).contains(&s.target_ms));
+            }
+        }
+    }
 
     fn arrival(seq: u16, ts: u32, at: u64) -> Arrival {
         Arrival {

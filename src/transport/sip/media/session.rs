@@ -28,6 +28,7 @@ use super::dtmf::{DtmfDigit, DtmfReceiver, DtmfSchedule, ScheduledEvent};
 use super::g711::G711;
 use super::inband::InbandDetector;
 use super::jitter::{Arrival, JitterBuffer, JitterConfig, Payload, MAX_PACKET};
+use super::rtcp::{self, ReportBlock, SenderInfo};
 use super::rtp::{RtpHeader, RtpPacket};
 use crate::audio::ring::{self, Wake};
 use crate::audio::Resampler;
@@ -51,6 +52,8 @@ const DTMF_GAP: Duration = Duration::from_millis(100);
 const DTMF_VOLUME: u8 = 10;
 /// Digits that may wait to be sent.
 const DTMF_QUEUE: usize = 64;
+/// Interval between RTCP reports (RFC 3550's minimum is 5 s).
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Which sources may latch the remote address (symmetric RTP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -175,6 +178,12 @@ pub struct MediaStats {
     pub dtmf_sent: AtomicU64,
     /// RFC 3550 interarrival jitter in microseconds.
     pub jitter_us: AtomicU32,
+    /// RTCP compound packets sent.
+    pub rtcp_sent: AtomicU64,
+    /// Valid RTCP compound packets received.
+    pub rtcp_received: AtomicU64,
+    /// RTCP datagrams refused as malformed.
+    pub rtcp_malformed: AtomicU64,
 }
 
 impl MediaStats {
@@ -232,6 +241,7 @@ pub struct RtpSession {
     commands: mpsc::Sender<Command>,
     stats: Arc<MediaStats>,
     local: SocketAddr,
+    telephone_event: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -242,7 +252,19 @@ impl RtpSession {
         socket: UdpSocket,
         config: MediaConfig,
     ) -> Result<(Self, MediaStreams), MediaError> {
+        Self::start_with_rtcp(socket, None, config)
+    }
+
+    /// As [`Self::start`], with RTCP on `rtcp` (conventionally the RTP port + 1): a compound
+    /// report every 5 s to the peer's RTP port + 1 (or wherever its RTCP comes from), and the
+    /// peer's reports counted.
+    pub fn start_with_rtcp(
+        socket: UdpSocket,
+        rtcp: Option<UdpSocket>,
+        config: MediaConfig,
+    ) -> Result<(Self, MediaStreams), MediaError> {
         let local = socket.local_addr()?;
+        let telephone_event = config.telephone_event.is_some();
         let stats = Arc::new(MediaStats::default());
         let (in_tx, in_rx) = rtrb::RingBuffer::new(INBOUND_RING);
         let (out_tx, out_rx) = rtrb::RingBuffer::new(OUTBOUND_RING);
@@ -252,6 +274,7 @@ impl RtpSession {
         let notify = Arc::new(Notify::new());
         let task = Task::new(
             socket,
+            rtcp,
             config,
             stats.clone(),
             in_tx,
@@ -266,6 +289,7 @@ impl RtpSession {
                 commands: cmd_tx,
                 stats: stats.clone(),
                 local,
+                telephone_event,
                 task,
             },
             MediaStreams {
@@ -284,6 +308,9 @@ impl RtpSession {
     /// Queues `digits` (`0-9*#A-D`) to be sent as RFC 4733 events, 100 ms each with 100 ms
     /// between them; audio is paused while they play.
     pub async fn send_dtmf(&self, digits: &str) -> Result<(), MediaError> {
+        if !self.telephone_event {
+            return Err(MediaError::NoTelephoneEvent);
+        }
         let digits = digits
             .chars()
             .map(|c| DtmfDigit::from_char(c).ok_or(MediaError::BadDigit(c)))
@@ -333,6 +360,17 @@ fn random_u32() -> u32 {
     h.finish() as u32
 }
 
+/// Receives on `socket` if there is one; otherwise never completes.
+async fn recv_optional(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct ActiveDtmf {
     schedule: std::iter::Peekable<DtmfSchedule>,
     started: Instant,
@@ -342,6 +380,15 @@ struct ActiveDtmf {
 /// Everything one call's task owns.
 struct Task {
     socket: UdpSocket,
+    rtcp: Option<UdpSocket>,
+    rtcp_peer: Option<SocketAddr>,
+    /// Middle 32 bits of the last SR's NTP time, and when it came (for DLSR).
+    last_sr: Option<(u32, Instant)>,
+    /// Expected and received at the previous report (for the fraction lost).
+    prior: (u64, u64),
+    sent_packets: u32,
+    sent_octets: u32,
+    cname: String,
     cfg: MediaConfig,
     stats: Arc<MediaStats>,
     events: mpsc::Sender<MediaEvent>,
@@ -380,6 +427,7 @@ impl Task {
     #[allow(clippy::too_many_arguments)]
     fn new(
         socket: UdpSocket,
+        rtcp: Option<UdpSocket>,
         cfg: MediaConfig,
         stats: Arc<MediaStats>,
         inbound: rtrb::Producer<f32>,
@@ -389,8 +437,22 @@ impl Task {
         notify: Arc<Notify>,
     ) -> Self {
         let now = Instant::now();
+        let ssrc = random_u32();
         Self {
+            cname: format!(
+                "hark-{ssrc:08x}@{}",
+                socket
+                    .local_addr()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default()
+            ),
             socket,
+            rtcp,
+            rtcp_peer: None,
+            last_sr: None,
+            prior: (0, 0),
+            sent_packets: 0,
+            sent_octets: 0,
             jitter: JitterBuffer::new(cfg.jitter),
             inband: cfg.inband_dtmf.then(InbandDetector::default),
             cfg,
@@ -413,7 +475,7 @@ impl Task {
             down_out: Vec::with_capacity(FRAME_8K * 4),
             codes: vec![0u8; FRAME_8K].into_boxed_slice(),
             packet: vec![0u8; 1500].into_boxed_slice(),
-            ssrc: random_u32(),
+            ssrc,
             seq: random_u32() as u16,
             ts: random_u32(),
             ticks: 0,
@@ -427,6 +489,9 @@ impl Task {
         let mut clock = tokio::time::interval_at(self.epoch + PTIME, PTIME);
         clock.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut buf = [0u8; 2048];
+        let mut rtcp_buf = [0u8; 1500];
+        let mut reports = tokio::time::interval_at(self.epoch + RTCP_INTERVAL, RTCP_INTERVAL);
+        reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let dtmf_timer = tokio::time::sleep_until(self.epoch);
         tokio::pin!(dtmf_timer);
         tracing::debug!(remote = %self.cfg.remote, codec = ?self.cfg.codec, "RTP session started");
@@ -440,6 +505,11 @@ impl Task {
                         tracing::debug!(error = %e, "RTP receive error");
                     }
                 },
+                r = recv_optional(self.rtcp.as_ref(), &mut rtcp_buf) => match r {
+                    Ok((n, from)) => self.on_rtcp(&rtcp_buf[..n], from),
+                    Err(e) => tracing::debug!(error = %e, "RTCP receive error"),
+                },
+                _ = reports.tick(), if self.rtcp.is_some() => self.send_report().await,
                 at = clock.tick() => self.on_tick(at).await,
                 () = &mut dtmf_timer, if dtmf_pending => {
                     self.on_dtmf_timer().await;
@@ -682,6 +752,10 @@ impl Task {
         match self.socket.send_to(&self.packet[..len], to).await {
             Ok(_) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.sent_packets = self.sent_packets.wrapping_add(1);
+                self.sent_octets = self
+                    .sent_octets
+                    .wrapping_add(len.saturating_sub(super::rtp::HEADER_LEN) as u32);
             }
             Err(e) => {
                 let n = self.stats.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -736,6 +810,86 @@ impl Task {
                 .write(&next.event.to_bytes(), &mut self.packet)
                 .expect("a 1500-byte buffer holds a 16-byte packet");
             self.send(n).await;
+        }
+    }
+
+    fn on_rtcp(&mut self, data: &[u8], from: SocketAddr) {
+        // Only the latched RTP peer's host may report (symmetric RTCP: latch its source).
+        let host = self.peer.unwrap_or(self.cfg.remote).ip();
+        if from.ip() != host {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match rtcp::parse_compound(data) {
+            Ok(packets) => {
+                self.stats.rtcp_received.fetch_add(1, Ordering::Relaxed);
+                self.rtcp_peer.get_or_insert(from);
+                for p in &packets {
+                    if let Some(info) = p.sender_info() {
+                        self.last_sr = Some(((info.ntp >> 16) as u32, Instant::now()));
+                    }
+                    if p.packet_type == rtcp::BYE {
+                        tracing::info!(%from, "RTCP BYE from the peer");
+                    }
+                }
+            }
+            Err(e) => {
+                let n = self.stats.rtcp_malformed.fetch_add(1, Ordering::Relaxed) + 1;
+                if worth_logging(n) {
+                    tracing::warn!(%from, count = n, "RTCP datagram refused: {e}");
+                }
+            }
+        }
+    }
+
+    /// Sends an SR (or RR before anything was sent) with a block about the received stream.
+    async fn send_report(&mut self) {
+        let Some(sock) = &self.rtcp else { return };
+        let block = self.jitter.source().map(|s| {
+            let (expected, received) = (s.expected, s.received);
+            let (de, dr) = (
+                expected - self.prior.0.min(expected),
+                received.saturating_sub(self.prior.1),
+            );
+            self.prior = (expected, received);
+            let fraction = if de == 0 || dr >= de {
+                0
+            } else {
+                ((de - dr) * 256 / de) as u8
+            };
+            let (last_sr, delay) = match self.last_sr {
+                Some((lsr, at)) => (lsr, (at.elapsed().as_secs_f64() * 65_536.0) as u32),
+                None => (0, 0),
+            };
+            ReportBlock {
+                ssrc: s.ssrc,
+                fraction_lost: fraction,
+                cumulative_lost: expected.saturating_sub(received).min(0x7f_ffff) as u32,
+                highest_seq: s.highest_seq as u32,
+                jitter: s.jitter,
+                last_sr,
+                delay_since_last_sr: delay,
+            }
+        });
+        let sender = (self.sent_packets > 0).then(|| SenderInfo {
+            ntp: rtcp::ntp_now(),
+            rtp_timestamp: self.ts,
+            packets: self.sent_packets,
+            octets: self.sent_octets,
+        });
+        let mut out = [0u8; 512];
+        let Ok(n) = rtcp::write_report(self.ssrc, sender, block, &self.cname, &mut out) else {
+            return;
+        };
+        let to = self.rtcp_peer.unwrap_or_else(|| {
+            let rtp = self.peer.unwrap_or(self.cfg.remote);
+            SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+        });
+        match sock.send_to(&out[..n], to).await {
+            Ok(_) => {
+                self.stats.rtcp_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, %to, "RTCP send failed"),
         }
     }
 
