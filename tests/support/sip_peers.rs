@@ -88,13 +88,30 @@ impl Kamailio {
     /// Starts kamailio with `users` as (name, password); `algorithm` is the auth module's
     /// `algorithm` parameter (`"MD5"` or `"SHA-256"`).
     pub fn start(users: &[(&str, &str)], algorithm: &str) -> Kamailio {
+        Self::start_with(users, algorithm, None)
+    }
+
+    /// [`Kamailio::start`], granting registrations at most `max_expires` seconds.
+    pub fn start_with(
+        users: &[(&str, &str)],
+        algorithm: &str,
+        max_expires: Option<u32>,
+    ) -> Kamailio {
         let dir = TempDir::new("kamailio");
         let port = free_udp_port();
         let mut users_cfg = String::new();
         for (i, (u, p)) in users.iter().enumerate() {
             let kw = if i == 0 { "if" } else { "else if" };
-            users_cfg.push_str(&format!("    {kw} ($fU == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n"));
+            users_cfg.push_str(&format!(
+                "    {kw} ($fU == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n"
+            ));
         }
+        let registrar_params = match max_expires {
+            Some(s) => format!(
+                "modparam(\"registrar\", \"max_expires\", {s})\nmodparam(\"registrar\", \"min_expires\", 1)"
+            ),
+            None => String::new(),
+        };
         let cfg = format!(
             r#"#!KAMAILIO
 debug=2
@@ -120,6 +137,7 @@ loadmodule "kex.so"
 loadmodule "corex.so"
 modparam("auth", "algorithm", "{algorithm}")
 modparam("usrloc", "db_mode", 0)
+{registrar_params}
 request_route {{
   xlog("L_INFO", "REQ $rm from $si:$sp ruri=$ru\n");
   if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
@@ -149,7 +167,16 @@ request_route {{
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = std::fs::File::create(dir.0.join("kamailio.log")).unwrap();
         let child = Command::new("/usr/sbin/kamailio")
-            .args(["-f", cfg_path.to_str().unwrap(), "-DD", "-E", "-m", "32", "-M", "4"])
+            .args([
+                "-f",
+                cfg_path.to_str().unwrap(),
+                "-DD",
+                "-E",
+                "-m",
+                "32",
+                "-M",
+                "4",
+            ])
             .arg("-Y")
             .arg(&dir.0)
             .arg("-P")
@@ -178,7 +205,11 @@ request_route {{
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 4096];
         for n in 0.. {
-            assert!(Instant::now() < deadline, "kamailio did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not start: {}",
+                self.log()
+            );
             let msg = format!(
                 "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKprobe{n}\r\n\
                  Max-Forwards: 70\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\nTo: <sip:{DOMAIN}>\r\n\
@@ -302,8 +333,8 @@ impl Baresip {
 
     /// Sends a command (`dial sip:...` → command `dial`, params `sip:...`).
     pub fn command(&mut self, command: &str, params: &str) {
-        let json = serde_json::json!({"command": command, "params": params, "token": command})
-            .to_string();
+        let json =
+            serde_json::json!({"command": command, "params": params, "token": command}).to_string();
         let frame = format!("{}:{json},", json.len());
         self.ctrl.write_all(frame.as_bytes()).unwrap();
     }

@@ -179,7 +179,11 @@ async fn register_once(
         let mut req = Message::request("REGISTER", &request_uri);
         req.push(
             "Via",
-            format!("SIP/2.0/UDP {};branch={};rport", shared_addr(shared), branch()),
+            format!(
+                "SIP/2.0/UDP {};branch={};rport",
+                shared_addr(shared),
+                branch()
+            ),
         )
         .push("Max-Forwards", "70")
         .push("From", format!("{aor};tag={}", b.from_tag))
@@ -192,22 +196,42 @@ async fn register_once(
         if let Some((ch, proxy, nc)) = &mut b.challenge {
             *nc += 1;
             let cnonce = &token()[..16];
-            let value = ch.answer(&reg.auth_user, &reg.password, "REGISTER", &request_uri, cnonce, *nc);
-            req.push(if *proxy { "Proxy-Authorization" } else { "Authorization" }, value);
+            let value = ch.answer(
+                &reg.auth_user,
+                &reg.password,
+                "REGISTER",
+                &request_uri,
+                cnonce,
+                *nc,
+            );
+            req.push(
+                if *proxy {
+                    "Proxy-Authorization"
+                } else {
+                    "Authorization"
+                },
+                value,
+            );
         }
         let resp = shared
             .socket
             .transact(&req, to, T1 * 64)
             .await
             .map_err(|e| match e {
-                TransactionError::Timeout(..) => RegisterError::Unreachable(format!("{} did not answer", reg.name())),
+                TransactionError::Timeout(..) => {
+                    RegisterError::Unreachable(format!("{} did not answer", reg.name()))
+                }
                 TransactionError::Send(_, m) => RegisterError::Unreachable(m),
             })?;
         let code = resp.code().unwrap_or_default();
         match code {
             200..=299 => return Ok(granted(&resp, &contact, expires)),
             401 | 407 => {
-                let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+                let header = if code == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
                 let ch = Challenge::parse(resp.header(header).unwrap_or_default())
                     .map_err(|e| RegisterError::Challenge(reg.name(), e.to_string()))?;
                 if answered_fresh && !ch.stale {

@@ -212,7 +212,9 @@ impl Offer {
             })
             .collect();
         let chosen = preference.iter().find_map(|want| {
-            let (name, _, rate) = KNOWN.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(want))?;
+            let (name, _, rate) = KNOWN
+                .iter()
+                .find(|(n, _, _)| n.eq_ignore_ascii_case(want))?;
             offered
                 .iter()
                 .find(|(_, n, r)| n.eq_ignore_ascii_case(name) && r == rate)
@@ -322,7 +324,8 @@ mod tests {
         vec!["PCMU".into(), "PCMA".into()]
     }
 
-    const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+    const BARESIP: &str =
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
         m=audio 10000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\n\
         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
         a=ptime:20\r\na=sendrecv\r\n";
@@ -351,7 +354,10 @@ mod tests {
         assert!(a.contains("a=sendrecv"), "{a}");
         assert!(!a.contains("opus"), "{a}");
         // Our own answer parses as SDP and negotiates back to the same codec.
-        let back = Offer::parse(a.as_bytes()).unwrap().negotiate(&prefs()).unwrap();
+        let back = Offer::parse(a.as_bytes())
+            .unwrap()
+            .negotiate(&prefs())
+            .unwrap();
         assert_eq!(back.payload_type, 0);
     }
 
@@ -394,14 +400,21 @@ mod tests {
             .replace("96 8 0 101", "96")
             .replace("a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n", "");
         assert!(matches!(
-            Offer::parse(opus_only.as_bytes()).unwrap().negotiate(&prefs()),
+            Offer::parse(opus_only.as_bytes())
+                .unwrap()
+                .negotiate(&prefs()),
             Err(SdpError::NoCodec(_))
         ));
         assert!(matches!(
-            Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\n").unwrap().negotiate(&prefs()),
+            Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\n")
+                .unwrap()
+                .negotiate(&prefs()),
             Err(SdpError::NoAudio)
         ));
-        assert!(matches!(Offer::parse(b"hello"), Err(SdpError::Malformed(_))));
+        assert!(matches!(
+            Offer::parse(b"hello"),
+            Err(SdpError::Malformed(_))
+        ));
         assert!(matches!(
             Offer::parse(b"v=0\r\nc=IN IP4 not-an-ip\r\n"),
             Err(SdpError::Malformed(_))

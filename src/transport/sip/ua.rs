@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::call::{CallEvent, CallHandle, HangupReason, IncomingCall};
 use super::message::{uri_host_port, uri_of, Message, StartLine, MAX_MESSAGE};
-use super::register::{self, RegistrationState, Registrar};
+use super::register::{self, Registrar, RegistrationState};
 use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
 use super::transport::{branch, token, SipSocket, T1, T2};
 use crate::config::sip::{AllowNet, SipConfig, SipTransport};
@@ -134,9 +134,18 @@ impl Endpoint {
         let socket = UdpSocket::bind(bind)
             .await
             .map_err(|e| EndpointError::Bind(bind, e))?;
-        let bound = socket.local_addr().map_err(|e| EndpointError::Bind(bind, e))?;
-        let registrar = config.registrar.as_ref().map(|r| Registrar::from_config(r, config));
-        let ip = match config.public_address.as_deref().and_then(|p| p.parse().ok()) {
+        let bound = socket
+            .local_addr()
+            .map_err(|e| EndpointError::Bind(bind, e))?;
+        let registrar = config
+            .registrar
+            .as_ref()
+            .map(|r| Registrar::from_config(r, config));
+        let ip = match config
+            .public_address
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+        {
             Some(ip) => ip,
             None if bound.ip().is_unspecified() => {
                 local_ip_towards(registrar.as_ref().map(|r| r.host_port()))
@@ -151,7 +160,11 @@ impl Endpoint {
             settings: Settings {
                 max_sessions: config.max_sessions as usize,
                 allow: config.allow_nets()?,
-                codecs: config.codecs.iter().map(|c| c.to_ascii_uppercase()).collect(),
+                codecs: config
+                    .codecs
+                    .iter()
+                    .map(|c| c.to_ascii_uppercase())
+                    .collect(),
                 rtp_ports: config.rtp_ports,
                 contact_addr: SocketAddr::new(ip, bound.port()),
                 user: config.user.clone().unwrap_or_else(|| "hark".into()),
@@ -169,9 +182,8 @@ impl Endpoint {
         let (stop, stop_rx) = watch::channel(false);
         let reader = tokio::spawn(read_loop(shared.clone()));
         let (reg_tx, reg_rx) = watch::channel(RegistrationState::Off);
-        let registrar = registrar.map(|r| {
-            tokio::spawn(register::run(shared.clone(), r, reg_tx, stop_rx.clone()))
-        });
+        let registrar = registrar
+            .map(|r| tokio::spawn(register::run(shared.clone(), r, reg_tx, stop_rx.clone())));
         tracing::info!(addr = %shared.settings.contact_addr, "sip: endpoint listening");
         Ok(Endpoint {
             shared,
@@ -230,10 +242,17 @@ impl Drop for Endpoint {
 /// The local address the OS would use to reach `target` (no packet is sent).
 async fn local_ip_towards(target: Option<(String, u16)>) -> Option<IpAddr> {
     let (host, port) = target?;
-    let addr = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?;
-    let probe = UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+    let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .ok()?;
+        .ok()?
+        .next()?;
+    let probe = UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await
+    .ok()?;
     probe.connect(addr).await.ok()?;
     Some(probe.local_addr().ok()?.ip())
 }
@@ -310,7 +329,11 @@ impl Shared {
     }
 
     async fn reply(&self, req: &Message, code: u16, reason: &str, to: SocketAddr) {
-        let tag = self.lock().calls.get(req.call_id()).map(|c| c.local_tag.clone());
+        let tag = self
+            .lock()
+            .calls
+            .get(req.call_id())
+            .map(|c| c.local_tag.clone());
         let resp = Message::response_to(req, code, reason, tag.as_deref().or(Some(&token()[..16])));
         self.respond(req, resp, to).await;
     }
@@ -346,7 +369,8 @@ impl Shared {
                 resp.push("Allow", ALLOW)
                     .push("Accept", "application/sdp")
                     .push("Supported", "");
-                resp.headers.retain(|(n, v)| n != "Supported" || !v.is_empty());
+                resp.headers
+                    .retain(|(n, v)| n != "Supported" || !v.is_empty());
                 self.respond(&msg, resp, src).await;
             }
             "INFO" => self.info(msg, src).await,
@@ -469,17 +493,23 @@ impl Shared {
             return Err((488, "Not Acceptable Here (SDP offer required)".into()));
         }
         let offer = Offer::parse(&msg.body).map_err(|e| (400, format!("Bad Request ({e})")))?;
-        let media = offer.negotiate(&self.settings.codecs).map_err(|e| match e {
-            SdpError::Malformed(_) => (400, format!("Bad Request ({e})")),
-            _ => (488, format!("Not Acceptable Here ({e})")),
-        })?;
+        let media = offer
+            .negotiate(&self.settings.codecs)
+            .map_err(|e| match e {
+                SdpError::Malformed(_) => (400, format!("Bad Request ({e})")),
+                _ => (488, format!("Not Acceptable Here ({e})")),
+            })?;
         Ok((offer, media))
     }
 
     async fn bind_rtp(&self) -> Option<UdpSocket> {
         let [lo, hi] = self.settings.rtp_ports;
         let ip = self.settings.contact_addr.ip();
-        let bind_ip = if self.socket.local_addr().is_ok_and(|a| a.ip().is_unspecified()) {
+        let bind_ip = if self
+            .socket
+            .local_addr()
+            .is_ok_and(|a| a.ip().is_unspecified())
+        {
             IpAddr::from([0, 0, 0, 0])
         } else {
             ip
@@ -508,7 +538,7 @@ impl Shared {
 
     fn ack(&self, msg: &Message) {
         let st = self.lock();
-        if let Some(call) = st.calls.get(msg.call_id()) {
+        if let Some(call) = st.calls.get(msg.call_id()).filter(|_| in_dialog(&st, msg)) {
             if call.phase == Phase::Answered || call.phase == Phase::Confirmed {
                 call.ack.notify_one();
             }
@@ -553,7 +583,9 @@ impl Shared {
         } else {
             tracing::warn!(call = %id, "sip: no ACK for 200 OK within 32 s; hanging up");
             let _ = self.end_call(id, HangupReason::NoAck).await;
-            Err(CallError::Failed("the caller never acknowledged the answer".into()))
+            Err(CallError::Failed(
+                "the caller never acknowledged the answer".into(),
+            ))
         }
     }
 
@@ -577,9 +609,10 @@ impl Shared {
     }
 
     async fn reinvite(self: &Arc<Self>, msg: Message, src: SocketAddr) {
-        let known = self.lock().calls.contains_key(msg.call_id());
+        let known = in_dialog(&self.lock(), &msg);
         if !known {
-            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await;
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
             return;
         }
         let (offer, media) = match self.read_offer(&msg) {
@@ -637,20 +670,38 @@ impl Shared {
     }
 
     async fn bye(&self, msg: Message, src: SocketAddr) {
-        let call = self.lock().calls.remove(msg.call_id());
+        let call = {
+            let mut st = self.lock();
+            if in_dialog(&st, &msg) {
+                st.calls.remove(msg.call_id())
+            } else {
+                None
+            }
+        };
         match call {
             Some(call) => {
-                self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src).await;
+                self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src)
+                    .await;
                 tracing::info!(call = %msg.call_id(), "sip: caller hung up");
                 let _ = call.events.try_send(CallEvent::Hangup {
                     reason: HangupReason::Remote,
                 });
             }
-            None => self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await,
+            None => {
+                self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                    .await
+            }
         }
     }
 
-    async fn reply_with_tag(&self, req: &Message, code: u16, reason: &str, tag: &str, to: SocketAddr) {
+    async fn reply_with_tag(
+        &self,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        tag: &str,
+        to: SocketAddr,
+    ) {
         let resp = Message::response_to(req, code, reason, Some(tag));
         self.respond(req, resp, to).await;
     }
@@ -668,12 +719,18 @@ impl Shared {
             }
         };
         let Some(call) = call else {
-            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await;
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
             return;
         };
-        self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src).await;
-        let terminated =
-            Message::response_to(&call.invite, 487, "Request Terminated", Some(&call.local_tag));
+        self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src)
+            .await;
+        let terminated = Message::response_to(
+            &call.invite,
+            487,
+            "Request Terminated",
+            Some(&call.local_tag),
+        );
         self.respond(&call.invite, terminated, call.source).await;
         tracing::info!(call = %msg.call_id(), "sip: caller cancelled before answer");
         let _ = call.events.try_send(CallEvent::Hangup {
@@ -682,9 +739,16 @@ impl Shared {
     }
 
     async fn info(&self, msg: Message, src: SocketAddr) {
-        let found = self.lock().calls.get(msg.call_id()).map(|c| (c.events.clone(), c.local_tag.clone()));
+        let found = {
+            let st = self.lock();
+            st.calls
+                .get(msg.call_id())
+                .filter(|_| in_dialog(&st, &msg))
+                .map(|c| (c.events.clone(), c.local_tag.clone()))
+        };
         let Some((events, tag)) = found else {
-            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await;
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
             return;
         };
         self.reply_with_tag(&msg, 200, "OK", &tag, src).await;
@@ -733,7 +797,11 @@ impl Shared {
         let mut req = Message::request(method, &call.remote_target);
         req.push(
             "Via",
-            format!("SIP/2.0/UDP {};branch={};rport", self.settings.contact_addr, branch()),
+            format!(
+                "SIP/2.0/UDP {};branch={};rport",
+                self.settings.contact_addr,
+                branch()
+            ),
         )
         .push("Max-Forwards", "70");
         // The route set of a UAS is the INVITE's Record-Route in order.
@@ -755,6 +823,14 @@ impl Shared {
     }
 }
 
+/// Whether `msg` belongs to a call's dialog: its Call-ID, and hark's tag in `To` (RFC 3261
+/// §12.2.2).
+fn in_dialog(st: &State, msg: &Message) -> bool {
+    st.calls
+        .get(msg.call_id())
+        .is_some_and(|c| msg.to_tag().as_deref() == Some(c.local_tag.as_str()))
+}
+
 /// The URI a request in the dialog goes to first: the first route, or the remote target.
 fn dest_uri(call: &CallState) -> String {
     call.route_set
@@ -766,6 +842,9 @@ fn dest_uri(call: &CallState) -> String {
 /// Resolves a `sip:` URI's host and port.
 pub(super) async fn resolve(uri: &str) -> Option<SocketAddr> {
     let (host, port) = uri_host_port(uri)?;
-    let found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next();
+    let found = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .next();
     found
 }
