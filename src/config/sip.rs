@@ -301,6 +301,31 @@ mod tests {
         assert_eq!(ok.sip.unwrap().bind, "127.0.0.1:5070");
     }
 
+    /// The shipped example's `[sip]` block, uncommented, is valid and states the defaults.
+    #[test]
+    fn the_shipped_example_states_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml"))
+                .unwrap();
+        let start = text.find("#[sip]").expect("the example has a [sip] block");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix('#').unwrap_or(l))
+            .filter(|l| !l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("${SIP_PASSWORD}", "example");
+        let c: SipConfig = toml::from_str(block.trim_start_matches("[sip]")).unwrap();
+        c.validate().unwrap();
+        let d: SipConfig = toml::from_str("").unwrap();
+        assert_eq!(c.bind, d.bind);
+        assert_eq!(c.expires, d.expires);
+        assert_eq!(c.max_sessions, d.max_sessions);
+        assert_eq!(c.codecs, d.codecs);
+        assert_eq!(c.rtp_ports, d.rtp_ports);
+    }
+
     #[test]
     fn the_password_never_shows_in_debug_output() {
         let c = parse("registrar = \"pbx.lan\"\nuser = \"hark\"\npassword = \"hunter2-secret\"")

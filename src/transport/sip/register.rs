@@ -136,7 +136,7 @@ pub async fn run(
             }
             Err(e) => {
                 failures += 1;
-                let backoff = Duration::from_secs((1u64 << failures.min(6)).min(60));
+                let backoff = backoff(failures);
                 tracing::warn!(error = %e, retry_in = ?backoff, "sip: registration failed");
                 state.send_replace(RegistrationState::Failed(e));
                 backoff
@@ -154,6 +154,11 @@ pub async fn run(
         }
         Err(e) => tracing::warn!(error = %e, "sip: un-REGISTER failed"),
     }
+}
+
+/// The wait after `failures` failed attempts in a row: 2, 4, 8, ... seconds, at most 60.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.min(6)).min(60))
 }
 
 /// Sends REGISTER (answering challenges) and returns the granted lifetime.
@@ -309,6 +314,12 @@ mod tests {
         let resp = Message::parse(text.as_bytes()).unwrap();
         assert_eq!(granted(&resp, "<sip:hark@127.0.0.1:5070>", 600), 120);
         assert_eq!(granted(&resp, "<sip:hark@127.0.0.1:5999>", 600), 300);
+    }
+
+    #[test]
+    fn retries_back_off_from_2_s_to_a_60_s_ceiling() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
     }
 
     #[test]

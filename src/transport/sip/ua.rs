@@ -27,6 +27,8 @@ use crate::transport::CallError;
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
 /// How long a transaction's response is kept to answer retransmissions (64·T1).
 const RESPONSE_CACHE: Duration = Duration::from_secs(32);
+/// Most responses kept for retransmissions at once.
+const MAX_CACHED_RESPONSES: usize = 4096;
 /// Calls offered but not yet taken by [`Endpoint::accept`].
 const ACCEPT_QUEUE: usize = 8;
 
@@ -322,8 +324,11 @@ impl Shared {
             let now = Instant::now();
             st.answered
                 .retain(|_, (_, at)| now.duration_since(*at) < RESPONSE_CACHE);
-            st.answered
-                .insert((b, req.method().to_owned()), (bytes.clone(), now));
+            // Bounded: a flood of distinct requests must not grow memory without limit.
+            if st.answered.len() < MAX_CACHED_RESPONSES {
+                st.answered
+                    .insert((b, req.method().to_owned()), (bytes.clone(), now));
+            }
         }
         self.socket.send_bytes(&bytes, to).await;
     }
