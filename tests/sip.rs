@@ -10,7 +10,7 @@ use std::time::Duration;
 use hark::config::SipConfig;
 use hark::transport::sip::message::Message;
 use hark::transport::sip::{
-    CallEvent, Direction, Endpoint, HangupReason, RegisterError, RegistrationState,
+    CallEvent, DialError, Direction, Endpoint, HangupReason, RegisterError, RegistrationState,
 };
 use hark::transport::CallControl;
 use support::sip_peers::{peers_installed, Baresip, Kamailio, DOMAIN};
@@ -667,4 +667,71 @@ async fn a_scripted_call_covers_retransmission_info_and_dialog_matching() {
         })
     );
     assert!(control.hangup("late").await.is_err(), "the call is over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hark_calls_baresip_and_either_side_hangs_up() {
+    need_peers!();
+    let ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start_with("callee", None, true);
+    let target = format!("sip:callee@{}", phone.sip_addr);
+    for hark_hangs_up in [true, false] {
+        let mut call = ep.call(&target, WAIT).await.expect("baresip answers");
+        assert_eq!((call.media.codec, call.media.payload_type), ("PCMU", 0));
+        assert_eq!(call.media.remote.ip(), phone.sip_addr.ip());
+        blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+        // Our offer named our RTP socket: baresip's tone arrives there.
+        let mut pkt = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
+            .await
+            .expect("RTP from baresip")
+            .unwrap();
+        assert!(n >= 12 + 160 && pkt[1] & 0x7f == 0, "a PCMU packet");
+        if hark_hangs_up {
+            call.control().hangup("done").await.expect("BYE answered");
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        } else {
+            blocking(|| phone.command("hangup", ""));
+            assert_eq!(
+                call.next_event_within(WAIT).await,
+                Some(CallEvent::Hangup {
+                    reason: HangupReason::Remote
+                })
+            );
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_call_the_callee_rejects_is_a_typed_error() {
+    need_peers!();
+    let ep = Arc::new(Endpoint::start(&direct_config("")).await.unwrap());
+    let mut phone = Baresip::start("callee", None);
+    let target = format!("sip:callee@{}", phone.sip_addr);
+    let dialing = {
+        let ep = ep.clone();
+        tokio::spawn(async move { ep.call(&target, WAIT).await })
+    };
+    blocking(|| phone.wait_event(&["CALL_INCOMING"], WAIT));
+    blocking(|| phone.command("hangup", ""));
+    let err = dialing.await.unwrap().unwrap_err();
+    match err {
+        DialError::Refused { code, .. } => assert!((400..700).contains(&code), "{code}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nobody listens on this port: no answer within the limit.
+    let silent = support::sip_peers::free_udp_port();
+    let err = ep
+        .call(
+            &format!("sip:nobody@127.0.0.1:{silent}"),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DialError::NoAnswer(_)), "{err:?}");
+    assert!(matches!(
+        ep.call("tel:+15551234", WAIT).await,
+        Err(DialError::BadTarget(_))
+    ));
 }

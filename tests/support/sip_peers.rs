@@ -253,6 +253,16 @@ impl Baresip {
     /// (with `password`) when given, else making direct calls (no registration). It sends a
     /// 440 Hz tone (a WAV file, `aufile`) as its microphone.
     pub fn start(user: &str, registrar: Option<(SocketAddr, &str)>) -> Baresip {
+        Self::start_with(user, registrar, false)
+    }
+
+    /// [`Baresip::start`], answering incoming calls by itself when `auto_answer`.
+    pub fn start_with(
+        user: &str,
+        registrar: Option<(SocketAddr, &str)>,
+        auto_answer: bool,
+    ) -> Baresip {
+        let answermode = if auto_answer { "auto" } else { "manual" };
         let dir = TempDir::new("baresip");
         let sip_port = free_udp_port();
         let ctrl_port = free_tcp_port();
@@ -287,7 +297,7 @@ impl Baresip {
              module_app ctrl_tcp.so\n\
              ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
              rtp_ports 30000-30999\n\
-             answermode manual\n",
+             ",
             wav.display()
         );
         std::fs::write(dir.0.join("config"), config).unwrap();
@@ -295,7 +305,9 @@ impl Baresip {
             Some((addr, password)) => format!(
                 "<sip:{user}@{DOMAIN}>;auth_pass={password};outbound=\"sip:{addr};lr\";regint=300;audio_codecs=PCMU,PCMA\n"
             ),
-            None => format!("<sip:{user}@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA\n"),
+            None => format!(
+                "<sip:{user}@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA;answermode={answermode}\n"
+            ),
         };
         std::fs::write(dir.0.join("accounts"), account).unwrap();
         std::fs::write(dir.0.join("contacts"), "").unwrap();

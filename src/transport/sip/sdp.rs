@@ -296,6 +296,41 @@ pub fn answer(
     out
 }
 
+/// Writes an offer for an outbound call: every codec of `preference` hark knows (static payload
+/// types) plus telephone-event on 101, sendrecv.
+pub fn offer(preference: &[String], local: SocketAddr, session_id: u64) -> String {
+    let ip = local.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let codecs: Vec<(&str, u8, u32)> = preference
+        .iter()
+        .filter_map(|p| {
+            KNOWN
+                .iter()
+                .find(|(n, _, _)| n.eq_ignore_ascii_case(p))
+                .copied()
+        })
+        .collect();
+    let mut fmts: Vec<String> = codecs.iter().map(|(_, pt, _)| pt.to_string()).collect();
+    fmts.push(OFFER_TELEPHONE_EVENT.to_string());
+    let mut out = format!(
+        "v=0\r\no=hark {session_id} 1 IN {family} {ip}\r\ns=hark\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP {}\r\n",
+        local.port(),
+        fmts.join(" ")
+    );
+    for (name, pt, rate) in codecs {
+        out.push_str(&format!("a=rtpmap:{pt} {name}/{rate}\r\n"));
+    }
+    out.push_str(&format!(
+        "a=rtpmap:{OFFER_TELEPHONE_EVENT} telephone-event/8000\r\na=fmtp:{OFFER_TELEPHONE_EVENT} 0-16\r\n\
+         a=ptime:20\r\na=sendrecv\r\n"
+    ));
+    out
+}
+
+/// The payload type hark offers telephone-event on.
+const OFFER_TELEPHONE_EVENT: u8 = 101;
+
 fn parse_connection(value: &str) -> Result<IpAddr, SdpError> {
     let mut parts = value.split_whitespace();
     let (Some("IN"), Some(_), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
@@ -359,6 +394,21 @@ mod tests {
             .negotiate(&prefs())
             .unwrap();
         assert_eq!(back.payload_type, 0);
+    }
+
+    #[test]
+    fn our_offer_lists_our_codecs_in_preference_order_and_telephone_event() {
+        let o = offer(
+            &["PCMA".into(), "PCMU".into()],
+            "127.0.0.1:20002".parse().unwrap(),
+            9,
+        );
+        assert!(o.contains("m=audio 20002 RTP/AVP 8 0 101\r\n"), "{o}");
+        let m = Offer::parse(o.as_bytes())
+            .unwrap()
+            .negotiate(&prefs())
+            .unwrap();
+        assert_eq!((m.codec, m.telephone_event), ("PCMU", Some(101)));
     }
 
     #[test]

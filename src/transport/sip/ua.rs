@@ -21,6 +21,7 @@ use super::register::{self, Registrar, RegistrationState};
 use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
 use super::transport::{branch, token, SipSocket, T1, T2};
 use crate::config::sip::{AllowNet, SipConfig, SipTransport};
+use crate::providers::http::ApiKey;
 use crate::transport::CallError;
 
 /// Methods the endpoint handles, for `Allow`.
@@ -59,19 +60,25 @@ pub struct Stats {
 }
 
 /// Settings derived from `[sip]`.
-struct Settings {
-    max_sessions: usize,
-    allow: Vec<AllowNet>,
-    codecs: Vec<String>,
-    rtp_ports: [u16; 2],
+pub(super) struct Settings {
+    pub(super) max_sessions: usize,
+    pub(super) allow: Vec<AllowNet>,
+    pub(super) codecs: Vec<String>,
+    pub(super) rtp_ports: [u16; 2],
     /// Contact/SDP address (ip:port of the signalling socket as peers reach it).
-    contact_addr: SocketAddr,
-    user: String,
+    pub(super) contact_addr: SocketAddr,
+    pub(super) user: String,
+    /// Digest credentials for outbound calls (auth user, password), from `[sip]`.
+    pub(super) credentials: Option<(String, ApiKey)>,
+    /// Where outbound INVITEs go when a registrar is configured (it routes them).
+    pub(super) outbound_proxy: Option<(String, u16)>,
+    /// The address-of-record domain (`From` of outbound calls).
+    pub(super) domain: Option<String>,
 }
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// 180 sent, waiting for the engine to answer.
     Ringing,
     /// 200 sent, waiting for ACK.
@@ -80,27 +87,33 @@ enum Phase {
     Confirmed,
 }
 
-struct CallState {
-    invite: Message,
-    invite_branch: String,
-    source: SocketAddr,
-    local_tag: String,
-    remote_target: String,
-    route_set: Vec<String>,
-    local_cseq: u32,
-    phase: Phase,
-    offer: Offer,
-    media: NegotiatedMedia,
-    rtp_local: SocketAddr,
-    session_id: u64,
-    sdp_version: u64,
-    ack: Arc<Notify>,
-    events: mpsc::Sender<CallEvent>,
+pub(super) struct CallState {
+    pub(super) invite: Message,
+    pub(super) invite_branch: String,
+    pub(super) source: SocketAddr,
+    pub(super) local_tag: String,
+    /// `From` of hark's requests in this dialog (hark's URI with its tag).
+    pub(super) local_party: String,
+    /// `To` of hark's requests in this dialog (the peer's URI with its tag).
+    pub(super) remote_party: String,
+    /// The ACK hark sent for a 2xx to its own INVITE, resent if that 2xx is (outbound calls).
+    pub(super) ack_bytes: Option<(Vec<u8>, SocketAddr)>,
+    pub(super) remote_target: String,
+    pub(super) route_set: Vec<String>,
+    pub(super) local_cseq: u32,
+    pub(super) phase: Phase,
+    pub(super) offer: Offer,
+    pub(super) media: NegotiatedMedia,
+    pub(super) rtp_local: SocketAddr,
+    pub(super) session_id: u64,
+    pub(super) sdp_version: u64,
+    pub(super) ack: Arc<Notify>,
+    pub(super) events: mpsc::Sender<CallEvent>,
 }
 
 #[derive(Default)]
-struct State {
-    calls: HashMap<String, CallState>,
+pub(super) struct State {
+    pub(super) calls: HashMap<String, CallState>,
     /// Last response per (branch, method), for retransmitted requests.
     answered: HashMap<(String, String), (Vec<u8>, Instant)>,
     registrar_ip: Option<IpAddr>,
@@ -110,7 +123,7 @@ struct State {
 /// What the socket task and the call handles share.
 pub struct Shared {
     pub(super) socket: SipSocket,
-    settings: Settings,
+    pub(super) settings: Settings,
     state: Mutex<State>,
     stats: Stats,
     incoming: mpsc::Sender<IncomingCall>,
@@ -170,6 +183,15 @@ impl Endpoint {
                 rtp_ports: config.rtp_ports,
                 contact_addr: SocketAddr::new(ip, bound.port()),
                 user: config.user.clone().unwrap_or_else(|| "hark".into()),
+                credentials: config.password.clone().map(|p| {
+                    let user = config.auth_user.clone().or(config.user.clone());
+                    (user.unwrap_or_default(), p)
+                }),
+                outbound_proxy: registrar.as_ref().map(|r| r.host_port()),
+                domain: config
+                    .domain
+                    .clone()
+                    .or_else(|| registrar.as_ref().map(|r| r.host_port().0)),
             },
             state: Mutex::new(State {
                 next_rtp: config.rtp_ports[0],
@@ -200,6 +222,18 @@ impl Endpoint {
     /// The next incoming call (ringing); `None` after shutdown.
     pub async fn accept(&mut self) -> Option<IncomingCall> {
         self.incoming.recv().await
+    }
+
+    /// Calls `target` (a `sip:` URI): INVITE with an SDP offer (through the registrar when one
+    /// is configured, else straight to the URI's host), answering a 401/407 with `[sip]`'s
+    /// credentials, waiting up to `ring_timeout` for an answer. The returned call is already
+    /// answered (ACK sent).
+    pub async fn call(
+        &self,
+        target: &str,
+        ring_timeout: Duration,
+    ) -> Result<IncomingCall, super::outbound::DialError> {
+        super::outbound::dial(&self.shared, target, ring_timeout).await
     }
 
     /// Where peers reach the endpoint (Contact address).
@@ -305,7 +339,7 @@ async fn read_loop(shared: Arc<Shared>) {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -345,7 +379,18 @@ impl Shared {
 
     async fn handle(self: &Arc<Self>, msg: Message, src: SocketAddr) {
         if msg.code().is_some() {
-            if !self.socket.deliver(msg) {
+            let resend_ack = if msg.method() == "INVITE" && msg.code().is_some_and(|c| c < 300) {
+                self.lock()
+                    .calls
+                    .get(msg.call_id())
+                    .and_then(|c| c.ack_bytes.clone())
+            } else {
+                None
+            };
+            if let Some((ack, to)) = resend_ack {
+                // A retransmitted 2xx: our ACK was lost (RFC 3261 §13.2.2.4).
+                self.socket.send_bytes(&ack, to).await;
+            } else if !self.socket.deliver(msg) {
                 tracing::debug!(%src, "sip: stray response dropped");
             }
             return;
@@ -450,6 +495,9 @@ impl Shared {
             invite_branch: msg.branch().unwrap_or_default(),
             source: src,
             local_tag: local_tag.clone(),
+            local_party: format!("{};tag={local_tag}", msg.header("To").unwrap_or_default()),
+            remote_party: msg.header("From").unwrap_or_default().to_owned(),
+            ack_bytes: None,
             remote_target: msg
                 .header("Contact")
                 .map(|c| uri_of(c).to_owned())
@@ -507,7 +555,7 @@ impl Shared {
         Ok((offer, media))
     }
 
-    async fn bind_rtp(&self) -> Option<UdpSocket> {
+    pub(super) async fn bind_rtp(&self) -> Option<UdpSocket> {
         let [lo, hi] = self.settings.rtp_ports;
         let ip = self.settings.contact_addr.ip();
         let bind_ip = if self
@@ -534,7 +582,7 @@ impl Shared {
         None
     }
 
-    fn contact(&self) -> String {
+    pub(super) fn contact(&self) -> String {
         format!(
             "<sip:{}@{}>",
             self.settings.user, self.settings.contact_addr
@@ -798,7 +846,6 @@ impl Shared {
     /// A request inside the dialog of `call` (RFC 3261 §12.2.1.1), and where to send it when
     /// that is a literal address.
     fn in_dialog_request(&self, call: &CallState, method: &str) -> (Message, Option<SocketAddr>) {
-        let inv = &call.invite;
         let mut req = Message::request(method, &call.remote_target);
         req.push(
             "Via",
@@ -809,17 +856,12 @@ impl Shared {
             ),
         )
         .push("Max-Forwards", "70");
-        // The route set of a UAS is the INVITE's Record-Route in order.
         for r in &call.route_set {
             req.push("Route", r.clone());
         }
-        let mut from = inv.header("To").unwrap_or_default().to_owned();
-        if super::message::param(&from, "tag").is_none() {
-            from.push_str(&format!(";tag={}", call.local_tag));
-        }
-        req.push("From", from)
-            .push("To", inv.header("From").unwrap_or_default())
-            .push("Call-ID", inv.call_id())
+        req.push("From", call.local_party.clone())
+            .push("To", call.remote_party.clone())
+            .push("Call-ID", call.invite.call_id())
             .push("CSeq", format!("{} {method}", call.local_cseq))
             .push("Contact", self.contact());
         let literal = uri_host_port(&dest_uri(call))
