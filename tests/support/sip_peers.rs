@@ -11,7 +11,18 @@ use std::time::{Duration, Instant};
 
 /// Whether the peers are installed (`scripts/setup.sh --test` installs them).
 pub fn peers_installed() -> bool {
-    Path::new("/usr/sbin/kamailio").exists() && Path::new("/usr/bin/baresip").exists()
+    Path::new("/usr/sbin/kamailio").exists()
+        && Path::new("/usr/bin/baresip").exists()
+        && kamailio_modules().is_some()
+}
+
+/// kamailio's module directory (multiarch: `/usr/lib/<triplet>/kamailio/modules`).
+fn kamailio_modules() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("kamailio/modules"))
+        .find(|p| p.join("auth.so").exists())
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -112,6 +123,8 @@ impl Kamailio {
             ),
             None => String::new(),
         };
+        let mpath = kamailio_modules().expect("kamailio modules installed");
+        let mpath = mpath.display();
         let cfg = format!(
             r#"#!KAMAILIO
 debug=2
@@ -121,7 +134,7 @@ disable_tcp=yes
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
 alias="{DOMAIN}"
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+mpath="{mpath}/"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
