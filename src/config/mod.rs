@@ -826,6 +826,7 @@ mod example {
             "OPENAI_ORG",
             "ELEVENLABS_API_KEY",
             "DEEPGRAM_API_KEY",
+            "SIP_PASSWORD",
         ] {
             std::env::set_var(var, "example-value");
         }

@@ -105,7 +105,10 @@ impl AllowNet {
     /// Parses `192.0.2.7`, `192.0.2.0/24`, `::1` or `fd00::/8`.
     pub fn parse(s: &str) -> Option<AllowNet> {
         let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.trim().parse::<IpAddr>().ok()?, Some(p.trim().parse().ok()?)),
+            Some((a, p)) => (
+                a.trim().parse::<IpAddr>().ok()?,
+                Some(p.trim().parse().ok()?),
+            ),
             None => (s.trim().parse::<IpAddr>().ok()?, None),
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -121,7 +124,9 @@ impl AllowNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -162,24 +167,41 @@ impl SipConfig {
     pub fn validate(&self) -> Result<(), SipIssue> {
         self.bind_addr()?;
         if let Some(p) = &self.public_address {
-            p.parse::<IpAddr>()
-                .map_err(|_| issue("public_address", format!("expected an IP address, got {p:?}")))?;
+            p.parse::<IpAddr>().map_err(|_| {
+                issue(
+                    "public_address",
+                    format!("expected an IP address, got {p:?}"),
+                )
+            })?;
         }
         if self.transport == SipTransport::Tcp {
-            return Err(issue("transport", "tcp is not implemented yet; use \"udp\""));
+            return Err(issue(
+                "transport",
+                "tcp is not implemented yet; use \"udp\"",
+            ));
         }
         if self.registrar.is_some() {
             if self.user.as_deref().is_none_or(|u| u.trim().is_empty()) {
                 return Err(issue("user", "a registrar needs a user name"));
             }
             if self.password.as_ref().is_none_or(ApiKey::is_empty) {
-                return Err(issue("password", "a registrar needs a password (use \"${VAR}\")"));
+                return Err(issue(
+                    "password",
+                    "a registrar needs a password (use \"${VAR}\")",
+                ));
             }
         }
         if let Some(r) = &self.registrar {
-            let uri = if r.starts_with("sip:") { r.clone() } else { format!("sip:{r}") };
+            let uri = if r.starts_with("sip:") {
+                r.clone()
+            } else {
+                format!("sip:{r}")
+            };
             if crate::transport::sip::message::uri_host_port(&uri).is_none() {
-                return Err(issue("registrar", format!("expected host[:port], got {r:?}")));
+                return Err(issue(
+                    "registrar",
+                    format!("expected host[:port], got {r:?}"),
+                ));
             }
         }
         if !(60..=86_400).contains(&self.expires) {
@@ -196,7 +218,10 @@ impl SipConfig {
         }
         self.allow_nets()?;
         if self.codecs.is_empty() {
-            return Err(issue("codecs", "expected at least one of \"PCMU\", \"PCMA\""));
+            return Err(issue(
+                "codecs",
+                "expected at least one of \"PCMU\", \"PCMA\"",
+            ));
         }
         if let Some(c) = self
             .codecs
@@ -259,6 +284,49 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_key_in_a_file_names_the_file_the_line_and_the_key() {
+        let text = "[sip]\nuser = \"hark\"\nmax_sessions = 0\n";
+        let err = crate::config::Config::parse(text, std::path::Path::new("hark.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("hark.toml:3: sip.max_sessions: expected 1 to 64 calls"),
+            "{err}"
+        );
+        let ok = crate::config::Config::parse(
+            "[sip]\nbind = \"127.0.0.1:5070\"\n",
+            std::path::Path::new("hark.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.sip.unwrap().bind, "127.0.0.1:5070");
+    }
+
+    /// The shipped example's `[sip]` block, uncommented, is valid and states the defaults.
+    #[test]
+    fn the_shipped_example_states_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml"))
+                .unwrap();
+        let start = text.find("#[sip]").expect("the example has a [sip] block");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix('#').unwrap_or(l))
+            .filter(|l| !l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("${SIP_PASSWORD}", "example");
+        let c: SipConfig = toml::from_str(block.trim_start_matches("[sip]")).unwrap();
+        c.validate().unwrap();
+        let d: SipConfig = toml::from_str("").unwrap();
+        assert_eq!(c.bind, d.bind);
+        assert_eq!(c.expires, d.expires);
+        assert_eq!(c.max_sessions, d.max_sessions);
+        assert_eq!(c.codecs, d.codecs);
+        assert_eq!(c.rtp_ports, d.rtp_ports);
+    }
+
+    #[test]
     fn the_password_never_shows_in_debug_output() {
         let c = parse("registrar = \"pbx.lan\"\nuser = \"hark\"\npassword = \"hunter2-secret\"")
             .unwrap();
@@ -279,7 +347,9 @@ mod tests {
         assert!(AllowNet::parse("0.0.0.0/0")
             .unwrap()
             .contains("203.0.113.9".parse().unwrap()));
-        assert!(AllowNet::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert!(AllowNet::parse("fd00::/8")
+            .unwrap()
+            .contains("fd12::1".parse().unwrap()));
         assert_eq!(AllowNet::parse("bogus"), None);
     }
 }

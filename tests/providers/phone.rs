@@ -88,7 +88,7 @@ async fn a_caller_asks_a_question_and_hears_the_agents_answer_then_hangs_up() {
         concierge.toml
     );
     let (mut rx, stop, run, address) = start_phone(&toml).await;
-    let mut phone = Baresip::start_with("caller", None, &question());
+    let mut phone = Baresip::start_with("caller", None, false, Some(&question()));
     phone.command("dial", &format!("sip:agent@{address}"));
 
     let (mut turn, mut spoke) = (None, false);
@@ -160,7 +160,7 @@ async fn the_agent_says_goodbye_and_hangs_up_with_end_call() {
             .replacen("[agent]\n", "[agent]\nbuiltin_tools = [\"end_call\"]\n", 1)
     );
     let (mut rx, stop, run, address) = start_phone(&toml).await;
-    let mut phone = Baresip::start_with("caller", None, &question());
+    let mut phone = Baresip::start_with("caller", None, false, Some(&question()));
     phone.command("dial", &format!("sip:agent@{address}"));
 
     let seen = until(&mut rx, Duration::from_secs(30), |e| {

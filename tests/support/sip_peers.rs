@@ -11,7 +11,18 @@ use std::time::{Duration, Instant};
 
 /// Whether the peers are installed (`scripts/setup.sh --test` installs them).
 pub fn peers_installed() -> bool {
-    Path::new("/usr/sbin/kamailio").exists() && Path::new("/usr/bin/baresip").exists()
+    Path::new("/usr/sbin/kamailio").exists()
+        && Path::new("/usr/bin/baresip").exists()
+        && kamailio_modules().is_some()
+}
+
+/// kamailio's module directory (multiarch: `/usr/lib/<triplet>/kamailio/modules`).
+fn kamailio_modules() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("kamailio/modules"))
+        .find(|p| p.join("auth.so").exists())
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -88,6 +99,15 @@ impl Kamailio {
     /// Starts kamailio with `users` as (name, password); `algorithm` is the auth module's
     /// `algorithm` parameter (`"MD5"` or `"SHA-256"`).
     pub fn start(users: &[(&str, &str)], algorithm: &str) -> Kamailio {
+        Self::start_with(users, algorithm, None)
+    }
+
+    /// [`Kamailio::start`], granting registrations at most `max_expires` seconds.
+    pub fn start_with(
+        users: &[(&str, &str)],
+        algorithm: &str,
+        max_expires: Option<u32>,
+    ) -> Kamailio {
         let dir = TempDir::new("kamailio");
         let port = free_udp_port();
         let mut users_cfg = String::new();
@@ -97,6 +117,14 @@ impl Kamailio {
                 "    {kw} ($fU == \"{u}\") {{ $var(pw) = \"{p}\"; }}\n"
             ));
         }
+        let registrar_params = match max_expires {
+            Some(s) => format!(
+                "modparam(\"registrar\", \"max_expires\", {s})\nmodparam(\"registrar\", \"min_expires\", 1)"
+            ),
+            None => String::new(),
+        };
+        let mpath = kamailio_modules().expect("kamailio modules installed");
+        let mpath = mpath.display();
         let cfg = format!(
             r#"#!KAMAILIO
 debug=2
@@ -106,7 +134,7 @@ disable_tcp=yes
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
 alias="{DOMAIN}"
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+mpath="{mpath}/"
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
@@ -122,6 +150,7 @@ loadmodule "kex.so"
 loadmodule "corex.so"
 modparam("auth", "algorithm", "{algorithm}")
 modparam("usrloc", "db_mode", 0)
+{registrar_params}
 request_route {{
   xlog("L_INFO", "REQ $rm from $si:$sp ruri=$ru\n");
   if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
@@ -237,31 +266,33 @@ impl Baresip {
     /// (with `password`) when given, else making direct calls (no registration). It sends a
     /// 440 Hz tone (a WAV file, `aufile`) as its microphone.
     pub fn start(user: &str, registrar: Option<(SocketAddr, &str)>) -> Baresip {
-        let samples = (0..8000 * 5)
-            .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin())
-            .collect();
-        Self::start_with(
-            user,
-            registrar,
-            &hark::audio::Audio {
-                rate: 8000,
-                samples,
-            },
-        )
+        Self::start_with(user, registrar, false, None)
     }
 
-    /// As [`Baresip::start`], with `microphone` as what it sends, and what it hears during a
-    /// call recorded (`sndfile`; see [`Baresip::heard`]).
+    /// As [`Baresip::start`], answering incoming calls by itself when `auto_answer`, sending
+    /// `microphone` instead of the tone when given, and recording what it hears during a call
+    /// (`sndfile`; see [`Baresip::heard`]).
     pub fn start_with(
         user: &str,
         registrar: Option<(SocketAddr, &str)>,
-        microphone: &hark::audio::Audio,
+        auto_answer: bool,
+        microphone: Option<&hark::audio::Audio>,
     ) -> Baresip {
+        let answermode = if auto_answer { "auto" } else { "manual" };
+        let tone = || hark::audio::Audio {
+            rate: 8000,
+            samples: (0..8000 * 5)
+                .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin())
+                .collect(),
+        };
         let dir = TempDir::new("baresip");
         let sip_port = free_udp_port();
         let ctrl_port = free_tcp_port();
         let wav = dir.0.join("microphone.wav");
-        hark::audio::wav::write_wav(&wav, microphone).unwrap();
+        match microphone {
+            Some(audio) => hark::audio::wav::write_wav(&wav, audio).unwrap(),
+            None => hark::audio::wav::write_wav(&wav, &tone()).unwrap(),
+        }
         let recordings = dir.0.join("heard");
         std::fs::create_dir_all(&recordings).unwrap();
         let config = format!(
@@ -285,7 +316,7 @@ impl Baresip {
              module_app ctrl_tcp.so\n\
              ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
              rtp_ports 30000-30999\n\
-             answermode manual\n",
+             ",
             wav.display(),
             recordings.display()
         );
@@ -294,7 +325,9 @@ impl Baresip {
             Some((addr, password)) => format!(
                 "<sip:{user}@{DOMAIN}>;auth_pass={password};outbound=\"sip:{addr};lr\";regint=300;audio_codecs=PCMU,PCMA\n"
             ),
-            None => format!("<sip:{user}@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA\n"),
+            None => format!(
+                "<sip:{user}@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA;answermode={answermode}\n"
+            ),
         };
         std::fs::write(dir.0.join("accounts"), account).unwrap();
         std::fs::write(dir.0.join("contacts"), "").unwrap();

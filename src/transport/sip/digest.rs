@@ -170,7 +170,10 @@ impl Challenge {
         }
         let ha2 = h(&format!("{method}:{uri}"));
         if self.qop_auth {
-            h(&format!("{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}", self.nonce))
+            h(&format!(
+                "{ha1}:{}:{nc:08x}:{cnonce}:auth:{ha2}",
+                self.nonce
+            ))
         } else {
             h(&format!("{ha1}:{}:{ha2}", self.nonce))
         }

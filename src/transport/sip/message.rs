@@ -163,9 +163,9 @@ impl Message {
                 return Err(ParseError::Missing(name));
             }
         }
-        let (_, method) = self.cseq().ok_or_else(|| {
-            ParseError::CSeq(clip(self.header("CSeq").unwrap_or_default()))
-        })?;
+        let (_, method) = self
+            .cseq()
+            .ok_or_else(|| ParseError::CSeq(clip(self.header("CSeq").unwrap_or_default())))?;
         if let StartLine::Request { method: m, .. } = &self.start {
             if *m != method {
                 return Err(ParseError::CSeq(format!("{method} in a {m} request")));
@@ -407,7 +407,9 @@ pub fn uri_host_port(uri: &str) -> Option<(String, u16)> {
     let hostport = hostport.split([';', '?']).next()?;
     if let Some(v6) = hostport.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
-        let port = after.strip_prefix(':').map_or(Some(5060), |p| p.parse().ok())?;
+        let port = after
+            .strip_prefix(':')
+            .map_or(Some(5060), |p| p.parse().ok())?;
         return Some((host.to_owned(), port));
     }
     match hostport.split_once(':') {
@@ -452,7 +454,10 @@ mod tests {
         assert_eq!(m.to_tag(), None);
         assert_eq!(m.header("Content-Type"), Some("application/sdp"));
         assert_eq!(m.body, b"v=0\r");
-        assert_eq!(uri_of(m.header("Contact").unwrap()), "sip:alice@127.0.0.1:5080");
+        assert_eq!(
+            uri_of(m.header("Contact").unwrap()),
+            "sip:alice@127.0.0.1:5080"
+        );
     }
 
     #[test]
@@ -468,7 +473,8 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_errors_that_say_why() {
-        let cases: [(&str, fn(&ParseError) -> bool); 6] = [
+        type Check = fn(&ParseError) -> bool;
+        let cases: [(&str, Check); 6] = [
             ("INVITE sip:a@b SIP/2.0\r\nVia: x\r\n", |e| {
                 *e == ParseError::Truncated
             }),
@@ -501,7 +507,10 @@ mod tests {
             uri_host_port("sip:bob@10.0.0.1:5062;transport=udp"),
             Some(("10.0.0.1".into(), 5062))
         );
-        assert_eq!(uri_host_port("sip:example.org"), Some(("example.org".into(), 5060)));
+        assert_eq!(
+            uri_host_port("sip:example.org"),
+            Some(("example.org".into(), 5060))
+        );
         assert_eq!(uri_host_port("sip:[::1]:5070"), Some(("::1".into(), 5070)));
         assert_eq!(uri_host_port("tel:+1555"), None);
     }

@@ -24,7 +24,8 @@
 //! - [`sdp`]: SDP offer parsing, codec choice, answer writing.
 //! - [`transport`]: the UDP socket and client transactions with RFC 3261 timers.
 //! - [`register`]: keeping the device registered.
-//! - [`call`]: the incoming call handle the engine uses.
+//! - [`call`]: the call handle the engine uses.
+//! - [`outbound`]: calls hark places.
 //! - [`ua`]: the endpoint tying them together.
 //! - [`media`]: RTP, G.711, the jitter buffer, DTMF, and the per-call media session.
 
@@ -32,12 +33,14 @@ pub mod call;
 pub mod media;
 pub mod digest;
 pub mod message;
+pub mod outbound;
 pub mod register;
 pub mod sdp;
 pub mod transport;
 pub mod ua;
 
 pub use call::{CallEvent, CallHandle, HangupReason, IncomingCall};
+pub use outbound::DialError;
 pub use register::{RegisterError, RegistrationState};
 pub use sdp::{Direction, NegotiatedMedia};
 pub use ua::{Endpoint, EndpointError, Stats};

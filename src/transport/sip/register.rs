@@ -136,7 +136,7 @@ pub async fn run(
             }
             Err(e) => {
                 failures += 1;
-                let backoff = Duration::from_secs((1u64 << failures.min(6)).min(60));
+                let backoff = backoff(failures);
                 tracing::warn!(error = %e, retry_in = ?backoff, "sip: registration failed");
                 state.send_replace(RegistrationState::Failed(e));
                 backoff
@@ -154,6 +154,11 @@ pub async fn run(
         }
         Err(e) => tracing::warn!(error = %e, "sip: un-REGISTER failed"),
     }
+}
+
+/// The wait after `failures` failed attempts in a row: 2, 4, 8, ... seconds, at most 60.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.min(6)).min(60))
 }
 
 /// Sends REGISTER (answering challenges) and returns the granted lifetime.
@@ -179,7 +184,11 @@ async fn register_once(
         let mut req = Message::request("REGISTER", &request_uri);
         req.push(
             "Via",
-            format!("SIP/2.0/UDP {};branch={};rport", shared_addr(shared), branch()),
+            format!(
+                "SIP/2.0/UDP {};branch={};rport",
+                shared_addr(shared),
+                branch()
+            ),
         )
         .push("Max-Forwards", "70")
         .push("From", format!("{aor};tag={}", b.from_tag))
@@ -192,22 +201,42 @@ async fn register_once(
         if let Some((ch, proxy, nc)) = &mut b.challenge {
             *nc += 1;
             let cnonce = &token()[..16];
-            let value = ch.answer(&reg.auth_user, &reg.password, "REGISTER", &request_uri, cnonce, *nc);
-            req.push(if *proxy { "Proxy-Authorization" } else { "Authorization" }, value);
+            let value = ch.answer(
+                &reg.auth_user,
+                &reg.password,
+                "REGISTER",
+                &request_uri,
+                cnonce,
+                *nc,
+            );
+            req.push(
+                if *proxy {
+                    "Proxy-Authorization"
+                } else {
+                    "Authorization"
+                },
+                value,
+            );
         }
         let resp = shared
             .socket
             .transact(&req, to, T1 * 64)
             .await
             .map_err(|e| match e {
-                TransactionError::Timeout(..) => RegisterError::Unreachable(format!("{} did not answer", reg.name())),
+                TransactionError::Timeout(..) => {
+                    RegisterError::Unreachable(format!("{} did not answer", reg.name()))
+                }
                 TransactionError::Send(_, m) => RegisterError::Unreachable(m),
             })?;
         let code = resp.code().unwrap_or_default();
         match code {
             200..=299 => return Ok(granted(&resp, &contact, expires)),
             401 | 407 => {
-                let header = if code == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+                let header = if code == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
                 let ch = Challenge::parse(resp.header(header).unwrap_or_default())
                     .map_err(|e| RegisterError::Challenge(reg.name(), e.to_string()))?;
                 if answered_fresh && !ch.stale {
@@ -285,6 +314,12 @@ mod tests {
         let resp = Message::parse(text.as_bytes()).unwrap();
         assert_eq!(granted(&resp, "<sip:hark@127.0.0.1:5070>", 600), 120);
         assert_eq!(granted(&resp, "<sip:hark@127.0.0.1:5999>", 600), 300);
+    }
+
+    #[test]
+    fn retries_back_off_from_2_s_to_a_60_s_ceiling() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60, 60]);
     }
 
     #[test]

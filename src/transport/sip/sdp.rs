@@ -212,7 +212,9 @@ impl Offer {
             })
             .collect();
         let chosen = preference.iter().find_map(|want| {
-            let (name, _, rate) = KNOWN.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(want))?;
+            let (name, _, rate) = KNOWN
+                .iter()
+                .find(|(n, _, _)| n.eq_ignore_ascii_case(want))?;
             offered
                 .iter()
                 .find(|(_, n, r)| n.eq_ignore_ascii_case(name) && r == rate)
@@ -294,6 +296,41 @@ pub fn answer(
     out
 }
 
+/// Writes an offer for an outbound call: every codec of `preference` hark knows (static payload
+/// types) plus telephone-event on 101, sendrecv.
+pub fn offer(preference: &[String], local: SocketAddr, session_id: u64) -> String {
+    let ip = local.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let codecs: Vec<(&str, u8, u32)> = preference
+        .iter()
+        .filter_map(|p| {
+            KNOWN
+                .iter()
+                .find(|(n, _, _)| n.eq_ignore_ascii_case(p))
+                .copied()
+        })
+        .collect();
+    let mut fmts: Vec<String> = codecs.iter().map(|(_, pt, _)| pt.to_string()).collect();
+    fmts.push(OFFER_TELEPHONE_EVENT.to_string());
+    let mut out = format!(
+        "v=0\r\no=hark {session_id} 1 IN {family} {ip}\r\ns=hark\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP {}\r\n",
+        local.port(),
+        fmts.join(" ")
+    );
+    for (name, pt, rate) in codecs {
+        out.push_str(&format!("a=rtpmap:{pt} {name}/{rate}\r\n"));
+    }
+    out.push_str(&format!(
+        "a=rtpmap:{OFFER_TELEPHONE_EVENT} telephone-event/8000\r\na=fmtp:{OFFER_TELEPHONE_EVENT} 0-16\r\n\
+         a=ptime:20\r\na=sendrecv\r\n"
+    ));
+    out
+}
+
+/// The payload type hark offers telephone-event on.
+const OFFER_TELEPHONE_EVENT: u8 = 101;
+
 fn parse_connection(value: &str) -> Result<IpAddr, SdpError> {
     let mut parts = value.split_whitespace();
     let (Some("IN"), Some(_), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
@@ -322,7 +359,8 @@ mod tests {
         vec!["PCMU".into(), "PCMA".into()]
     }
 
-    const BARESIP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+    const BARESIP: &str =
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
         m=audio 10000 RTP/AVP 96 8 0 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\n\
         a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
         a=ptime:20\r\na=sendrecv\r\n";
@@ -351,8 +389,26 @@ mod tests {
         assert!(a.contains("a=sendrecv"), "{a}");
         assert!(!a.contains("opus"), "{a}");
         // Our own answer parses as SDP and negotiates back to the same codec.
-        let back = Offer::parse(a.as_bytes()).unwrap().negotiate(&prefs()).unwrap();
+        let back = Offer::parse(a.as_bytes())
+            .unwrap()
+            .negotiate(&prefs())
+            .unwrap();
         assert_eq!(back.payload_type, 0);
+    }
+
+    #[test]
+    fn our_offer_lists_our_codecs_in_preference_order_and_telephone_event() {
+        let o = offer(
+            &["PCMA".into(), "PCMU".into()],
+            "127.0.0.1:20002".parse().unwrap(),
+            9,
+        );
+        assert!(o.contains("m=audio 20002 RTP/AVP 8 0 101\r\n"), "{o}");
+        let m = Offer::parse(o.as_bytes())
+            .unwrap()
+            .negotiate(&prefs())
+            .unwrap();
+        assert_eq!((m.codec, m.telephone_event), ("PCMU", Some(101)));
     }
 
     #[test]
@@ -394,14 +450,21 @@ mod tests {
             .replace("96 8 0 101", "96")
             .replace("a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n", "");
         assert!(matches!(
-            Offer::parse(opus_only.as_bytes()).unwrap().negotiate(&prefs()),
+            Offer::parse(opus_only.as_bytes())
+                .unwrap()
+                .negotiate(&prefs()),
             Err(SdpError::NoCodec(_))
         ));
         assert!(matches!(
-            Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\n").unwrap().negotiate(&prefs()),
+            Offer::parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\n")
+                .unwrap()
+                .negotiate(&prefs()),
             Err(SdpError::NoAudio)
         ));
-        assert!(matches!(Offer::parse(b"hello"), Err(SdpError::Malformed(_))));
+        assert!(matches!(
+            Offer::parse(b"hello"),
+            Err(SdpError::Malformed(_))
+        ));
         assert!(matches!(
             Offer::parse(b"v=0\r\nc=IN IP4 not-an-ip\r\n"),
             Err(SdpError::Malformed(_))

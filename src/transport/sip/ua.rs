@@ -17,16 +17,19 @@ use tokio::task::JoinHandle;
 
 use super::call::{CallEvent, CallHandle, HangupReason, IncomingCall};
 use super::message::{uri_host_port, uri_of, Message, StartLine, MAX_MESSAGE};
-use super::register::{self, RegistrationState, Registrar};
+use super::register::{self, Registrar, RegistrationState};
 use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
 use super::transport::{branch, token, SipSocket, T1, T2};
 use crate::config::sip::{AllowNet, SipConfig, SipTransport};
+use crate::providers::http::ApiKey;
 use crate::transport::CallError;
 
 /// Methods the endpoint handles, for `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
 /// How long a transaction's response is kept to answer retransmissions (64·T1).
 const RESPONSE_CACHE: Duration = Duration::from_secs(32);
+/// Most responses kept for retransmissions at once.
+const MAX_CACHED_RESPONSES: usize = 4096;
 /// Calls offered but not yet taken by [`Endpoint::accept`].
 const ACCEPT_QUEUE: usize = 8;
 
@@ -57,19 +60,25 @@ pub struct Stats {
 }
 
 /// Settings derived from `[sip]`.
-struct Settings {
-    max_sessions: usize,
-    allow: Vec<AllowNet>,
-    codecs: Vec<String>,
-    rtp_ports: [u16; 2],
+pub(super) struct Settings {
+    pub(super) max_sessions: usize,
+    pub(super) allow: Vec<AllowNet>,
+    pub(super) codecs: Vec<String>,
+    pub(super) rtp_ports: [u16; 2],
     /// Contact/SDP address (ip:port of the signalling socket as peers reach it).
-    contact_addr: SocketAddr,
-    user: String,
+    pub(super) contact_addr: SocketAddr,
+    pub(super) user: String,
+    /// Digest credentials for outbound calls (auth user, password), from `[sip]`.
+    pub(super) credentials: Option<(String, ApiKey)>,
+    /// Where outbound INVITEs go when a registrar is configured (it routes them).
+    pub(super) outbound_proxy: Option<(String, u16)>,
+    /// The address-of-record domain (`From` of outbound calls).
+    pub(super) domain: Option<String>,
 }
 
 /// Where a call is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// 180 sent, waiting for the engine to answer.
     Ringing,
     /// 200 sent, waiting for ACK.
@@ -78,27 +87,33 @@ enum Phase {
     Confirmed,
 }
 
-struct CallState {
-    invite: Message,
-    invite_branch: String,
-    source: SocketAddr,
-    local_tag: String,
-    remote_target: String,
-    route_set: Vec<String>,
-    local_cseq: u32,
-    phase: Phase,
-    offer: Offer,
-    media: NegotiatedMedia,
-    rtp_local: SocketAddr,
-    session_id: u64,
-    sdp_version: u64,
-    ack: Arc<Notify>,
-    events: mpsc::Sender<CallEvent>,
+pub(super) struct CallState {
+    pub(super) invite: Message,
+    pub(super) invite_branch: String,
+    pub(super) source: SocketAddr,
+    pub(super) local_tag: String,
+    /// `From` of hark's requests in this dialog (hark's URI with its tag).
+    pub(super) local_party: String,
+    /// `To` of hark's requests in this dialog (the peer's URI with its tag).
+    pub(super) remote_party: String,
+    /// The ACK hark sent for a 2xx to its own INVITE, resent if that 2xx is (outbound calls).
+    pub(super) ack_bytes: Option<(Vec<u8>, SocketAddr)>,
+    pub(super) remote_target: String,
+    pub(super) route_set: Vec<String>,
+    pub(super) local_cseq: u32,
+    pub(super) phase: Phase,
+    pub(super) offer: Offer,
+    pub(super) media: NegotiatedMedia,
+    pub(super) rtp_local: SocketAddr,
+    pub(super) session_id: u64,
+    pub(super) sdp_version: u64,
+    pub(super) ack: Arc<Notify>,
+    pub(super) events: mpsc::Sender<CallEvent>,
 }
 
 #[derive(Default)]
-struct State {
-    calls: HashMap<String, CallState>,
+pub(super) struct State {
+    pub(super) calls: HashMap<String, CallState>,
     /// Last response per (branch, method), for retransmitted requests.
     answered: HashMap<(String, String), (Vec<u8>, Instant)>,
     registrar_ip: Option<IpAddr>,
@@ -108,7 +123,7 @@ struct State {
 /// What the socket task and the call handles share.
 pub struct Shared {
     pub(super) socket: SipSocket,
-    settings: Settings,
+    pub(super) settings: Settings,
     state: Mutex<State>,
     stats: Stats,
     incoming: mpsc::Sender<IncomingCall>,
@@ -134,9 +149,18 @@ impl Endpoint {
         let socket = UdpSocket::bind(bind)
             .await
             .map_err(|e| EndpointError::Bind(bind, e))?;
-        let bound = socket.local_addr().map_err(|e| EndpointError::Bind(bind, e))?;
-        let registrar = config.registrar.as_ref().map(|r| Registrar::from_config(r, config));
-        let ip = match config.public_address.as_deref().and_then(|p| p.parse().ok()) {
+        let bound = socket
+            .local_addr()
+            .map_err(|e| EndpointError::Bind(bind, e))?;
+        let registrar = config
+            .registrar
+            .as_ref()
+            .map(|r| Registrar::from_config(r, config));
+        let ip = match config
+            .public_address
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+        {
             Some(ip) => ip,
             None if bound.ip().is_unspecified() => {
                 local_ip_towards(registrar.as_ref().map(|r| r.host_port()))
@@ -151,10 +175,23 @@ impl Endpoint {
             settings: Settings {
                 max_sessions: config.max_sessions as usize,
                 allow: config.allow_nets()?,
-                codecs: config.codecs.iter().map(|c| c.to_ascii_uppercase()).collect(),
+                codecs: config
+                    .codecs
+                    .iter()
+                    .map(|c| c.to_ascii_uppercase())
+                    .collect(),
                 rtp_ports: config.rtp_ports,
                 contact_addr: SocketAddr::new(ip, bound.port()),
                 user: config.user.clone().unwrap_or_else(|| "hark".into()),
+                credentials: config.password.clone().map(|p| {
+                    let user = config.auth_user.clone().or(config.user.clone());
+                    (user.unwrap_or_default(), p)
+                }),
+                outbound_proxy: registrar.as_ref().map(|r| r.host_port()),
+                domain: config
+                    .domain
+                    .clone()
+                    .or_else(|| registrar.as_ref().map(|r| r.host_port().0)),
             },
             state: Mutex::new(State {
                 next_rtp: config.rtp_ports[0],
@@ -169,9 +206,8 @@ impl Endpoint {
         let (stop, stop_rx) = watch::channel(false);
         let reader = tokio::spawn(read_loop(shared.clone()));
         let (reg_tx, reg_rx) = watch::channel(RegistrationState::Off);
-        let registrar = registrar.map(|r| {
-            tokio::spawn(register::run(shared.clone(), r, reg_tx, stop_rx.clone()))
-        });
+        let registrar = registrar
+            .map(|r| tokio::spawn(register::run(shared.clone(), r, reg_tx, stop_rx.clone())));
         tracing::info!(addr = %shared.settings.contact_addr, "sip: endpoint listening");
         Ok(Endpoint {
             shared,
@@ -186,6 +222,18 @@ impl Endpoint {
     /// The next incoming call (ringing); `None` after shutdown.
     pub async fn accept(&mut self) -> Option<IncomingCall> {
         self.incoming.recv().await
+    }
+
+    /// Calls `target` (a `sip:` URI): INVITE with an SDP offer (through the registrar when one
+    /// is configured, else straight to the URI's host), answering a 401/407 with `[sip]`'s
+    /// credentials, waiting up to `ring_timeout` for an answer. The returned call is already
+    /// answered (ACK sent).
+    pub async fn call(
+        &self,
+        target: &str,
+        ring_timeout: Duration,
+    ) -> Result<IncomingCall, super::outbound::DialError> {
+        super::outbound::dial(&self.shared, target, ring_timeout).await
     }
 
     /// Where peers reach the endpoint (Contact address).
@@ -230,10 +278,17 @@ impl Drop for Endpoint {
 /// The local address the OS would use to reach `target` (no packet is sent).
 async fn local_ip_towards(target: Option<(String, u16)>) -> Option<IpAddr> {
     let (host, port) = target?;
-    let addr = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?;
-    let probe = UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+    let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
-        .ok()?;
+        .ok()?
+        .next()?;
+    let probe = UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await
+    .ok()?;
     probe.connect(addr).await.ok()?;
     Some(probe.local_addr().ok()?.ip())
 }
@@ -284,7 +339,7 @@ async fn read_loop(shared: Arc<Shared>) {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -303,21 +358,39 @@ impl Shared {
             let now = Instant::now();
             st.answered
                 .retain(|_, (_, at)| now.duration_since(*at) < RESPONSE_CACHE);
-            st.answered
-                .insert((b, req.method().to_owned()), (bytes.clone(), now));
+            // Bounded: a flood of distinct requests must not grow memory without limit.
+            if st.answered.len() < MAX_CACHED_RESPONSES {
+                st.answered
+                    .insert((b, req.method().to_owned()), (bytes.clone(), now));
+            }
         }
         self.socket.send_bytes(&bytes, to).await;
     }
 
     async fn reply(&self, req: &Message, code: u16, reason: &str, to: SocketAddr) {
-        let tag = self.lock().calls.get(req.call_id()).map(|c| c.local_tag.clone());
+        let tag = self
+            .lock()
+            .calls
+            .get(req.call_id())
+            .map(|c| c.local_tag.clone());
         let resp = Message::response_to(req, code, reason, tag.as_deref().or(Some(&token()[..16])));
         self.respond(req, resp, to).await;
     }
 
     async fn handle(self: &Arc<Self>, msg: Message, src: SocketAddr) {
         if msg.code().is_some() {
-            if !self.socket.deliver(msg) {
+            let resend_ack = if msg.method() == "INVITE" && msg.code().is_some_and(|c| c < 300) {
+                self.lock()
+                    .calls
+                    .get(msg.call_id())
+                    .and_then(|c| c.ack_bytes.clone())
+            } else {
+                None
+            };
+            if let Some((ack, to)) = resend_ack {
+                // A retransmitted 2xx: our ACK was lost (RFC 3261 §13.2.2.4).
+                self.socket.send_bytes(&ack, to).await;
+            } else if !self.socket.deliver(msg) {
                 tracing::debug!(%src, "sip: stray response dropped");
             }
             return;
@@ -346,7 +419,8 @@ impl Shared {
                 resp.push("Allow", ALLOW)
                     .push("Accept", "application/sdp")
                     .push("Supported", "");
-                resp.headers.retain(|(n, v)| n != "Supported" || !v.is_empty());
+                resp.headers
+                    .retain(|(n, v)| n != "Supported" || !v.is_empty());
                 self.respond(&msg, resp, src).await;
             }
             "INFO" => self.info(msg, src).await,
@@ -421,6 +495,9 @@ impl Shared {
             invite_branch: msg.branch().unwrap_or_default(),
             source: src,
             local_tag: local_tag.clone(),
+            local_party: format!("{};tag={local_tag}", msg.header("To").unwrap_or_default()),
+            remote_party: msg.header("From").unwrap_or_default().to_owned(),
+            ack_bytes: None,
             remote_target: msg
                 .header("Contact")
                 .map(|c| uri_of(c).to_owned())
@@ -469,17 +546,23 @@ impl Shared {
             return Err((488, "Not Acceptable Here (SDP offer required)".into()));
         }
         let offer = Offer::parse(&msg.body).map_err(|e| (400, format!("Bad Request ({e})")))?;
-        let media = offer.negotiate(&self.settings.codecs).map_err(|e| match e {
-            SdpError::Malformed(_) => (400, format!("Bad Request ({e})")),
-            _ => (488, format!("Not Acceptable Here ({e})")),
-        })?;
+        let media = offer
+            .negotiate(&self.settings.codecs)
+            .map_err(|e| match e {
+                SdpError::Malformed(_) => (400, format!("Bad Request ({e})")),
+                _ => (488, format!("Not Acceptable Here ({e})")),
+            })?;
         Ok((offer, media))
     }
 
-    async fn bind_rtp(&self) -> Option<UdpSocket> {
+    pub(super) async fn bind_rtp(&self) -> Option<UdpSocket> {
         let [lo, hi] = self.settings.rtp_ports;
         let ip = self.settings.contact_addr.ip();
-        let bind_ip = if self.socket.local_addr().is_ok_and(|a| a.ip().is_unspecified()) {
+        let bind_ip = if self
+            .socket
+            .local_addr()
+            .is_ok_and(|a| a.ip().is_unspecified())
+        {
             IpAddr::from([0, 0, 0, 0])
         } else {
             ip
@@ -499,7 +582,7 @@ impl Shared {
         None
     }
 
-    fn contact(&self) -> String {
+    pub(super) fn contact(&self) -> String {
         format!(
             "<sip:{}@{}>",
             self.settings.user, self.settings.contact_addr
@@ -508,7 +591,7 @@ impl Shared {
 
     fn ack(&self, msg: &Message) {
         let st = self.lock();
-        if let Some(call) = st.calls.get(msg.call_id()) {
+        if let Some(call) = st.calls.get(msg.call_id()).filter(|_| in_dialog(&st, msg)) {
             if call.phase == Phase::Answered || call.phase == Phase::Confirmed {
                 call.ack.notify_one();
             }
@@ -553,7 +636,9 @@ impl Shared {
         } else {
             tracing::warn!(call = %id, "sip: no ACK for 200 OK within 32 s; hanging up");
             let _ = self.end_call(id, HangupReason::NoAck).await;
-            Err(CallError::Failed("the caller never acknowledged the answer".into()))
+            Err(CallError::Failed(
+                "the caller never acknowledged the answer".into(),
+            ))
         }
     }
 
@@ -577,9 +662,10 @@ impl Shared {
     }
 
     async fn reinvite(self: &Arc<Self>, msg: Message, src: SocketAddr) {
-        let known = self.lock().calls.contains_key(msg.call_id());
+        let known = in_dialog(&self.lock(), &msg);
         if !known {
-            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await;
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
             return;
         }
         let (offer, media) = match self.read_offer(&msg) {
@@ -637,20 +723,38 @@ impl Shared {
     }
 
     async fn bye(&self, msg: Message, src: SocketAddr) {
-        let call = self.lock().calls.remove(msg.call_id());
+        let call = {
+            let mut st = self.lock();
+            if in_dialog(&st, &msg) {
+                st.calls.remove(msg.call_id())
+            } else {
+                None
+            }
+        };
         match call {
             Some(call) => {
-                self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src).await;
+                self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src)
+                    .await;
                 tracing::info!(call = %msg.call_id(), "sip: caller hung up");
                 let _ = call.events.try_send(CallEvent::Hangup {
                     reason: HangupReason::Remote,
                 });
             }
-            None => self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await,
+            None => {
+                self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                    .await
+            }
         }
     }
 
-    async fn reply_with_tag(&self, req: &Message, code: u16, reason: &str, tag: &str, to: SocketAddr) {
+    async fn reply_with_tag(
+        &self,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        tag: &str,
+        to: SocketAddr,
+    ) {
         let resp = Message::response_to(req, code, reason, Some(tag));
         self.respond(req, resp, to).await;
     }
@@ -668,12 +772,18 @@ impl Shared {
             }
         };
         let Some(call) = call else {
-            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await;
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
             return;
         };
-        self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src).await;
-        let terminated =
-            Message::response_to(&call.invite, 487, "Request Terminated", Some(&call.local_tag));
+        self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src)
+            .await;
+        let terminated = Message::response_to(
+            &call.invite,
+            487,
+            "Request Terminated",
+            Some(&call.local_tag),
+        );
         self.respond(&call.invite, terminated, call.source).await;
         tracing::info!(call = %msg.call_id(), "sip: caller cancelled before answer");
         let _ = call.events.try_send(CallEvent::Hangup {
@@ -682,9 +792,16 @@ impl Shared {
     }
 
     async fn info(&self, msg: Message, src: SocketAddr) {
-        let found = self.lock().calls.get(msg.call_id()).map(|c| (c.events.clone(), c.local_tag.clone()));
+        let found = {
+            let st = self.lock();
+            st.calls
+                .get(msg.call_id())
+                .filter(|_| in_dialog(&st, &msg))
+                .map(|c| (c.events.clone(), c.local_tag.clone()))
+        };
         let Some((events, tag)) = found else {
-            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src).await;
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
             return;
         };
         self.reply_with_tag(&msg, 200, "OK", &tag, src).await;
@@ -729,30 +846,36 @@ impl Shared {
     /// A request inside the dialog of `call` (RFC 3261 §12.2.1.1), and where to send it when
     /// that is a literal address.
     fn in_dialog_request(&self, call: &CallState, method: &str) -> (Message, Option<SocketAddr>) {
-        let inv = &call.invite;
         let mut req = Message::request(method, &call.remote_target);
         req.push(
             "Via",
-            format!("SIP/2.0/UDP {};branch={};rport", self.settings.contact_addr, branch()),
+            format!(
+                "SIP/2.0/UDP {};branch={};rport",
+                self.settings.contact_addr,
+                branch()
+            ),
         )
         .push("Max-Forwards", "70");
-        // The route set of a UAS is the INVITE's Record-Route in order.
         for r in &call.route_set {
             req.push("Route", r.clone());
         }
-        let mut from = inv.header("To").unwrap_or_default().to_owned();
-        if super::message::param(&from, "tag").is_none() {
-            from.push_str(&format!(";tag={}", call.local_tag));
-        }
-        req.push("From", from)
-            .push("To", inv.header("From").unwrap_or_default())
-            .push("Call-ID", inv.call_id())
+        req.push("From", call.local_party.clone())
+            .push("To", call.remote_party.clone())
+            .push("Call-ID", call.invite.call_id())
             .push("CSeq", format!("{} {method}", call.local_cseq))
             .push("Contact", self.contact());
         let literal = uri_host_port(&dest_uri(call))
             .and_then(|(h, p)| h.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, p)));
         (req, literal)
     }
+}
+
+/// Whether `msg` belongs to a call's dialog: its Call-ID, and hark's tag in `To` (RFC 3261
+/// §12.2.2).
+fn in_dialog(st: &State, msg: &Message) -> bool {
+    st.calls
+        .get(msg.call_id())
+        .is_some_and(|c| msg.to_tag().as_deref() == Some(c.local_tag.as_str()))
 }
 
 /// The URI a request in the dialog goes to first: the first route, or the remote target.
@@ -766,6 +889,9 @@ fn dest_uri(call: &CallState) -> String {
 /// Resolves a `sip:` URI's host and port.
 pub(super) async fn resolve(uri: &str) -> Option<SocketAddr> {
     let (host, port) = uri_host_port(uri)?;
-    let found = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next();
+    let found = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .next();
     found
 }
