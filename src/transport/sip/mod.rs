@@ -30,8 +30,8 @@
 //! - [`media`]: RTP, G.711, the jitter buffer, DTMF, and the per-call media session.
 
 pub mod call;
-pub mod media;
 pub mod digest;
+pub mod media;
 pub mod message;
 pub mod outbound;
 pub mod register;
