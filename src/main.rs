@@ -296,6 +296,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Console => kiosk(&config, &store, true),
+        Command::Run if config.sip.is_some() => phone(&config, &store),
         Command::Run => kiosk(&config, &store, false),
         Command::Models => {
             println!(
@@ -538,6 +539,53 @@ fn kiosk(config: &Config, store: &ModelStore, console: bool) -> Result<(), Failu
             );
         }
         Ok(())
+    })
+}
+
+/// `hark run` with `[sip]`: the phone endpoint until Ctrl-C or SIGTERM; calls are logged.
+fn phone(config: &Config, store: &ModelStore) -> Result<(), Failure> {
+    use hark::service::phone::{self, PhoneEvent};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(fail)?;
+    runtime.block_on(async {
+        let (events, mut rx) = tokio::sync::broadcast::channel(256);
+        let log = tokio::spawn(async move {
+            while let Ok(e) = rx.recv().await {
+                match e {
+                    PhoneEvent::CallStarted { call, from } => {
+                        tracing::info!(%call, %from, "call started")
+                    }
+                    PhoneEvent::CallEnded { call, reason } => {
+                        tracing::info!(%call, ?reason, "call ended")
+                    }
+                    PhoneEvent::Dtmf { call, digit } => {
+                        tracing::info!(%call, %digit, "key pressed")
+                    }
+                    PhoneEvent::Session {
+                        call,
+                        event: hark::session::SessionEvent::TurnMetrics(m),
+                    } => {
+                        tracing::info!(%call, ?m, "turn")
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        let result = phone::run(config, store.clone(), events, shutdown).await;
+        log.abort();
+        result.map_err(fail)
     })
 }
 

@@ -12,6 +12,7 @@ mod env;
 mod lines;
 pub mod llm;
 pub mod realtime;
+pub mod sip;
 pub mod stt;
 pub mod tts;
 
@@ -25,6 +26,7 @@ pub use audio::{AudioConfig, AudioDefaults};
 pub use env::expand_env;
 pub use llm::{LlmBuildError, LlmConfig, LlmIssue, LlmProvider};
 pub use realtime::{RealtimeBuildError, RealtimeConfig, RealtimeIssue, RealtimeProvider};
+pub use sip::{SipConfig, SipIssue};
 pub use stt::{SttBuildError, SttConfig, SttIssue, SttProvider};
 pub use tts::{TtsBuildError, TtsConfig, TtsIssue, TtsProvider};
 
@@ -72,6 +74,9 @@ pub struct Config {
     /// not set.
     #[serde(default)]
     pub board: Option<String>,
+    /// The phone endpoint (SIP/RTP); none: no phone line.
+    #[serde(default)]
+    pub sip: Option<SipConfig>,
 }
 
 /// `[fallback]`: when a failed provider is tried again and when it is given up on, for every
@@ -564,6 +569,10 @@ impl Config {
         self.audio
             .validate()
             .map_err(|(key, message)| bad(&format!("audio.{key}"), message))?;
+        if let Some(sip) = &self.sip {
+            sip.validate()
+                .map_err(|i| bad(&format!("sip.{}", i.key), i.message))?;
+        }
         Ok(())
     }
 }
@@ -817,6 +826,7 @@ mod example {
             "OPENAI_ORG",
             "ELEVENLABS_API_KEY",
             "DEEPGRAM_API_KEY",
+            "SIP_PASSWORD",
         ] {
             std::env::set_var(var, "example-value");
         }

@@ -72,7 +72,7 @@ fn align(played: &mut rtrb::Consumer<f32>, mic_backlog: usize) {
 /// The running front end; [`Live::stop`] ends it.
 pub struct Live {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<(), ListenError>>>,
+    thread: Option<JoinHandle<Result<Models, ListenError>>>,
 }
 
 impl Live {
@@ -140,7 +140,8 @@ impl Live {
                         listener.event(&e);
                     }
                 }
-                Ok(())
+                drop(front);
+                Ok(models)
             })
             .map_err(ListenError::Thread)?;
         Ok(Live {
@@ -154,15 +155,19 @@ impl Live {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Stops the thread and returns how it ended.
-    pub fn stop(mut self) -> Result<(), ListenError> {
+    /// Stops the thread and returns how it ended: the models, for the next stream (a phone
+    /// endpoint reuses them call after call), or the error that stopped it.
+    pub fn stop(mut self) -> Result<Option<Models>, ListenError> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take() {
             Some(t) => {
                 t.thread().unpark();
-                t.join().unwrap_or(Ok(()))
+                match t.join() {
+                    Ok(ended) => ended.map(Some),
+                    Err(_) => Ok(None),
+                }
             }
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 }

@@ -2,3 +2,4 @@
 //! process.
 
 pub mod kiosk;
+pub mod phone;

@@ -2,6 +2,7 @@
 //! call controls some of them offer.
 
 pub mod local;
+pub mod sip;
 
 use async_trait::async_trait;
 

@@ -66,6 +66,41 @@ impl Concierge {
 
     /// The servers, the voice answering with `pcm` (24 kHz PCM16), in two chunks.
     pub(crate) async fn with_voice(pcm: Vec<u8>) -> Concierge {
+        Self::with_voice_and_answer(
+            pcm,
+            vec![
+                chat_chunk(json!({"content": "The pool is open"}), None),
+                chat_chunk(json!({"content": " until ten tonight."}), None),
+                chat_chunk(json!({}), Some("stop")),
+            ],
+        )
+        .await
+    }
+
+    /// The servers, the concierge answering with 0.75 s of tone and ending the call with the
+    /// built-in `end_call` tool once it has said so (the agent needs
+    /// `builtin_tools = ["end_call"]`).
+    pub(crate) async fn hanging_up() -> Concierge {
+        let tone: Vec<u8> = (0..18_000)
+            .flat_map(|i| ((((i as f32) * 0.05).sin() * 8000.0) as i16).to_le_bytes())
+            .collect();
+        Self::with_voice_and_answer(
+            tone,
+            vec![
+                chat_chunk(json!({"content": "Goodbye!"}), None),
+                chat_chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "call_end", "type": "function",
+                        "function": {"name": "end_call", "arguments": "{\"reason\": \"done\"}"}}]}),
+                    None,
+                ),
+                chat_chunk(json!({}), Some("tool_calls")),
+            ],
+        )
+        .await
+    }
+
+    /// The servers, the LLM streaming `answer` (chat completion chunks after the role).
+    async fn with_voice_and_answer(pcm: Vec<u8>, answer: Vec<String>) -> Concierge {
         // Deepgram: interim results while audio flows, the final when hark sends Finalize (local
         // VAD heard the end of speech).
         let deepgram = WsTestServer::start(vec![vec![
@@ -80,18 +115,20 @@ impl Concierge {
             )),
         ]])
         .await;
-        let llm = ScriptedHttpServer::start(vec![vec![
+        let llm = ScriptedHttpServer::start(vec![[
             sse_server::Step::StartStream,
             sse_server::Step::Send(chat_chunk(
                 json!({"role": "assistant", "content": ""}),
                 None,
             )),
-            sse_server::Step::Send(chat_chunk(json!({"content": "The pool is open"}), None)),
-            sse_server::Step::Send(chat_chunk(json!({"content": " until ten tonight."}), None)),
-            sse_server::Step::Send(chat_chunk(json!({}), Some("stop"))),
+        ]
+        .into_iter()
+        .chain(answer.into_iter().map(sse_server::Step::Send))
+        .chain([
             sse_server::Step::Send("data: [DONE]\n\n".into()),
             sse_server::Step::End,
-        ]])
+        ])
+        .collect()])
         .await;
         let half = pcm.len() / 4 * 2;
         let speech = SpeechTestServer::start(

@@ -20,6 +20,7 @@ mod kiosk;
 mod llm_anthropic;
 mod llm_gemini;
 mod llm_openai;
+mod phone;
 mod realtime_gemini;
 mod realtime_openai;
 mod stt_assemblyai;

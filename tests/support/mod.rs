@@ -4,3 +4,4 @@
 pub mod alloc;
 pub mod card;
 pub mod scripted;
+pub mod sip_peers;

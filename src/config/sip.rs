@@ -1,0 +1,355 @@
+//! `[sip]`: the phone endpoint (SIP signalling over UDP, G.711 media).
+//!
+//! A device either registers with a registrar (a PBX, a SIP trunk, kamailio) and takes the calls
+//! it routes, or takes direct calls from the peers `allow` lists; both at once is fine.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+use crate::providers::http::ApiKey;
+
+/// Signalling transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    /// SIP over UDP (RFC 3261 §18), what every phone and PBX speaks.
+    #[default]
+    Udp,
+    /// SIP over TCP: accepted by the parser, refused by validation until it is implemented.
+    Tcp,
+}
+
+/// `[sip]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Local address and port for signalling (`0.0.0.0:5060`).
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// The address written into Contact and SDP when `bind` is a wildcard (the address peers
+    /// reach this device at); found from the route to the registrar when unset.
+    pub public_address: Option<String>,
+    /// `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: SipTransport,
+    /// Registrar `host[:port]` or `sip:` URI; none: no registration, direct calls only.
+    pub registrar: Option<String>,
+    /// The user part of this device's address of record (`sip:user@domain`).
+    pub user: Option<String>,
+    /// The user name for digest authentication, when it differs from `user`.
+    pub auth_user: Option<String>,
+    /// Digest password (use `${VAR}`); never logged.
+    pub password: Option<ApiKey>,
+    /// The domain of the address of record; the registrar's host when unset.
+    pub domain: Option<String>,
+    /// Registration lifetime asked for, in seconds.
+    #[serde(default = "default_expires")]
+    pub expires: u32,
+    /// Calls handled at once; one more is answered 486 Busy Here.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u32,
+    /// Addresses (`192.0.2.7`) or networks (`192.0.2.0/24`) allowed to send INVITEs; the
+    /// registrar always is. Others get 403.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Voice codecs in order of preference (`PCMU`, `PCMA`).
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<String>,
+    /// First and last local UDP port for RTP.
+    #[serde(default = "default_rtp_ports")]
+    pub rtp_ports: [u16; 2],
+}
+
+fn default_bind() -> String {
+    "0.0.0.0:5060".into()
+}
+fn default_expires() -> u32 {
+    300
+}
+fn default_max_sessions() -> u32 {
+    1
+}
+fn default_codecs() -> Vec<String> {
+    vec!["PCMU".into(), "PCMA".into()]
+}
+fn default_rtp_ports() -> [u16; 2] {
+    [10000, 20000]
+}
+
+/// A rule a `[sip]` section breaks, found after it was read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("sip.{key}: {message}")]
+pub struct SipIssue {
+    /// The offending key below `sip`.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+fn issue(key: &str, message: impl Into<String>) -> SipIssue {
+    SipIssue {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// An `allow` entry: one address or a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl AllowNet {
+    /// Parses `192.0.2.7`, `192.0.2.0/24`, `::1` or `fd00::/8`.
+    pub fn parse(s: &str) -> Option<AllowNet> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (
+                a.trim().parse::<IpAddr>().ok()?,
+                Some(p.trim().parse().ok()?),
+            ),
+            None => (s.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(AllowNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl SipConfig {
+    /// The parsed bind address (checked by [`SipConfig::validate`]).
+    pub fn bind_addr(&self) -> Result<SocketAddr, SipIssue> {
+        self.bind
+            .parse()
+            .map_err(|_| issue("bind", format!("expected ip:port, got {:?}", self.bind)))
+    }
+
+    /// The parsed `allow` list (checked by [`SipConfig::validate`]).
+    pub fn allow_nets(&self) -> Result<Vec<AllowNet>, SipIssue> {
+        self.allow
+            .iter()
+            .map(|a| {
+                AllowNet::parse(a).ok_or_else(|| {
+                    issue(
+                        "allow",
+                        format!("expected an IP address or network like 192.0.2.0/24, got {a:?}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The first rule the section breaks.
+    pub fn validate(&self) -> Result<(), SipIssue> {
+        self.bind_addr()?;
+        if let Some(p) = &self.public_address {
+            p.parse::<IpAddr>().map_err(|_| {
+                issue(
+                    "public_address",
+                    format!("expected an IP address, got {p:?}"),
+                )
+            })?;
+        }
+        if self.transport == SipTransport::Tcp {
+            return Err(issue(
+                "transport",
+                "tcp is not implemented yet; use \"udp\"",
+            ));
+        }
+        if self.registrar.is_some() {
+            if self.user.as_deref().is_none_or(|u| u.trim().is_empty()) {
+                return Err(issue("user", "a registrar needs a user name"));
+            }
+            if self.password.as_ref().is_none_or(ApiKey::is_empty) {
+                return Err(issue(
+                    "password",
+                    "a registrar needs a password (use \"${VAR}\")",
+                ));
+            }
+        }
+        if let Some(r) = &self.registrar {
+            let uri = if r.starts_with("sip:") {
+                r.clone()
+            } else {
+                format!("sip:{r}")
+            };
+            if crate::transport::sip::message::uri_host_port(&uri).is_none() {
+                return Err(issue(
+                    "registrar",
+                    format!("expected host[:port], got {r:?}"),
+                ));
+            }
+        }
+        if !(60..=86_400).contains(&self.expires) {
+            return Err(issue(
+                "expires",
+                format!("expected 60 to 86400 seconds, got {}", self.expires),
+            ));
+        }
+        if !(1..=64).contains(&self.max_sessions) {
+            return Err(issue(
+                "max_sessions",
+                format!("expected 1 to 64 calls, got {}", self.max_sessions),
+            ));
+        }
+        self.allow_nets()?;
+        if self.codecs.is_empty() {
+            return Err(issue(
+                "codecs",
+                "expected at least one of \"PCMU\", \"PCMA\"",
+            ));
+        }
+        if let Some(c) = self
+            .codecs
+            .iter()
+            .find(|c| !["PCMU", "PCMA"].contains(&c.to_ascii_uppercase().as_str()))
+        {
+            return Err(issue(
+                "codecs",
+                format!("unknown codec {c:?}; expected \"PCMU\" or \"PCMA\""),
+            ));
+        }
+        let [lo, hi] = self.rtp_ports;
+        if lo < 1024 || hi < lo || hi - lo < 1 {
+            return Err(issue(
+                "rtp_ports",
+                format!("expected [low, high] with 1024 <= low < high, got [{lo}, {hi}]"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SipConfig, String> {
+        let c: SipConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_udp_5060_300_s_one_call_and_g711() {
+        let c = parse("").unwrap();
+        assert_eq!(c.bind_addr().unwrap(), "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(c.transport, SipTransport::Udp);
+        assert_eq!(c.expires, 300);
+        assert_eq!(c.max_sessions, 1);
+        assert_eq!(c.codecs, ["PCMU", "PCMA"]);
+        assert_eq!(c.rtp_ports, [10000, 20000]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("bind = \"nowhere\"", "sip.bind"),
+            ("registrar = \"pbx.lan\"\npassword = \"x\"", "sip.user"),
+            ("registrar = \"pbx.lan\"\nuser = \"hark\"", "sip.password"),
+            ("expires = 5", "sip.expires"),
+            ("max_sessions = 0", "sip.max_sessions"),
+            ("allow = [\"10.0.0.0/99\"]", "sip.allow"),
+            ("codecs = [\"opus\"]", "sip.codecs"),
+            ("rtp_ports = [20000, 10000]", "sip.rtp_ports"),
+            ("transport = \"tcp\"", "sip.transport"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.starts_with(&format!("{key}:")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_key_in_a_file_names_the_file_the_line_and_the_key() {
+        let text = "[sip]\nuser = \"hark\"\nmax_sessions = 0\n";
+        let err = crate::config::Config::parse(text, std::path::Path::new("hark.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("hark.toml:3: sip.max_sessions: expected 1 to 64 calls"),
+            "{err}"
+        );
+        let ok = crate::config::Config::parse(
+            "[sip]\nbind = \"127.0.0.1:5070\"\n",
+            std::path::Path::new("hark.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.sip.unwrap().bind, "127.0.0.1:5070");
+    }
+
+    /// The shipped example's `[sip]` block, uncommented, is valid and states the defaults.
+    #[test]
+    fn the_shipped_example_states_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/hark.toml"))
+                .unwrap();
+        let start = text.find("#[sip]").expect("the example has a [sip] block");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix('#').unwrap_or(l))
+            .filter(|l| !l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("${SIP_PASSWORD}", "example");
+        let c: SipConfig = toml::from_str(block.trim_start_matches("[sip]")).unwrap();
+        c.validate().unwrap();
+        let d: SipConfig = toml::from_str("").unwrap();
+        assert_eq!(c.bind, d.bind);
+        assert_eq!(c.expires, d.expires);
+        assert_eq!(c.max_sessions, d.max_sessions);
+        assert_eq!(c.codecs, d.codecs);
+        assert_eq!(c.rtp_ports, d.rtp_ports);
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_output() {
+        let c = parse("registrar = \"pbx.lan\"\nuser = \"hark\"\npassword = \"hunter2-secret\"")
+            .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(shown.contains("ApiKey(***)"), "{shown}");
+    }
+
+    #[test]
+    fn allow_entries_match_addresses_and_networks() {
+        let net = AllowNet::parse("192.0.2.0/24").unwrap();
+        assert!(net.contains("192.0.2.77".parse().unwrap()));
+        assert!(!net.contains("192.0.3.1".parse().unwrap()));
+        assert!(net.contains("::ffff:192.0.2.5".parse().unwrap()));
+        let one = AllowNet::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(AllowNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("203.0.113.9".parse().unwrap()));
+        assert!(AllowNet::parse("fd00::/8")
+            .unwrap()
+            .contains("fd12::1".parse().unwrap()));
+        assert_eq!(AllowNet::parse("bogus"), None);
+    }
+}

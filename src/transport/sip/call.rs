@@ -1,0 +1,145 @@
+//! One incoming call as the rest of hark sees it: who called, the negotiated media with its
+//! bound RTP socket, the events the caller causes (hangup, hold, INFO), and the controls
+//! (answer, hangup) that the conversation engine uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::sdp::NegotiatedMedia;
+use super::ua::Shared;
+use crate::transport::{CallControl, CallError};
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HangupReason {
+    /// The caller sent BYE.
+    Remote,
+    /// The caller gave up before the call was answered (CANCEL; it got 487).
+    Cancelled,
+    /// hark hung up (BYE sent, or the ringing call declined).
+    Local,
+    /// The caller never acknowledged the answer (no ACK within 32 s); hark sent BYE.
+    NoAck,
+    /// The endpoint shut down.
+    Shutdown,
+}
+
+/// Something the far end did during a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// The call is over; no more events follow.
+    Hangup {
+        /// Who ended it and how.
+        reason: HangupReason,
+    },
+    /// The caller put the call on hold (re-INVITE with `sendonly`/`inactive`).
+    Hold,
+    /// The caller took the call off hold.
+    Resume,
+    /// An INFO request (e.g. `application/dtmf-relay`), answered 200; the media layer parses
+    /// the body.
+    Info {
+        /// The body's `Content-Type`.
+        content_type: String,
+        /// The body.
+        body: Vec<u8>,
+    },
+    /// A re-INVITE changed where or how media flows (new address, codec or direction).
+    MediaChanged(NegotiatedMedia),
+}
+
+/// A call offered to hark: ringing (180 sent) until [`IncomingCall::answer`].
+pub struct IncomingCall {
+    /// The SIP Call-ID.
+    pub id: String,
+    /// The caller (`From` header value, display name and URI).
+    pub from: String,
+    /// Who was called (`To` header value, without hark's tag).
+    pub to: String,
+    /// The media the offer/answer settled.
+    pub media: NegotiatedMedia,
+    /// The local RTP socket named in hark's SDP answer (bound in `rtp_ports`).
+    pub rtp_socket: UdpSocket,
+    pub(super) events: mpsc::Receiver<CallEvent>,
+    pub(super) control: Arc<CallHandle>,
+}
+
+impl std::fmt::Debug for IncomingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingCall")
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("media", &self.media)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IncomingCall {
+    /// Answers: sends 200 OK with the SDP answer (resent until the caller's ACK) and returns
+    /// once the ACK arrived. Fails if the caller cancelled first or never acknowledged.
+    pub async fn answer(&self) -> Result<(), CallError> {
+        self.control.shared.answer(&self.control.call_id).await
+    }
+
+    /// The next thing the caller did; `None` once the call is over and all events were read.
+    pub async fn next_event(&mut self) -> Option<CallEvent> {
+        self.events.recv().await
+    }
+
+    /// [`IncomingCall::next_event`] with a time limit (`None` on timeout too).
+    pub async fn next_event_within(&mut self, limit: Duration) -> Option<CallEvent> {
+        tokio::time::timeout(limit, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The call's controls, to hand to the session (hang up from a tool, the engine's end).
+    pub fn control(&self) -> Arc<CallHandle> {
+        self.control.clone()
+    }
+
+    /// Splits an answered call into its RTP socket (for the media session) and its events
+    /// (for whoever runs the call); the controls stay reachable through [`Self::control`]'s
+    /// handle, taken before.
+    pub fn into_parts(self) -> (UdpSocket, mpsc::Receiver<CallEvent>) {
+        (self.rtp_socket, self.events)
+    }
+}
+
+/// Controls of one call; cheap to share.
+pub struct CallHandle {
+    pub(super) shared: Arc<Shared>,
+    pub(super) call_id: String,
+}
+
+impl std::fmt::Debug for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallHandle")
+            .field("call_id", &self.call_id)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl CallControl for CallHandle {
+    /// Sends BYE (answered call) or 603 Decline (still ringing); waits for the BYE's response.
+    async fn hangup(&self, reason: &str) -> Result<(), CallError> {
+        self.shared.hangup(&self.call_id, reason).await
+    }
+
+    /// REFER is not implemented yet.
+    async fn transfer(&self, _target: &str) -> Result<(), CallError> {
+        Err(CallError::Unsupported)
+    }
+
+    /// DTMF is sent in the media (RFC 4733) by the RTP layer, not by signalling.
+    async fn send_dtmf(&self, _digits: &str) -> Result<(), CallError> {
+        Err(CallError::Unsupported)
+    }
+}

@@ -1,0 +1,221 @@
+//! Outbound calls (RFC 3261 §13.2): INVITE with an SDP offer, digest challenge answered once,
+//! the far end's answer read, ACK sent; failures as typed errors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+
+use super::call::{CallHandle, IncomingCall};
+use super::digest::Challenge;
+use super::message::{uri_host_port, uri_of, Message, StartLine};
+use super::sdp::{self, Offer, SdpError};
+use super::transport::{branch, token, TransactionError};
+use super::ua::{resolve, CallState, Phase, Shared};
+
+/// Why an outbound call did not connect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// The target is not a `sip:` URI with a host.
+    #[error("not a sip: URI with a host: {0}")]
+    BadTarget(String),
+    /// The far end (or a proxy) refused: busy (486/600), declined (603), not found (404), ...
+    #[error("call refused: {code} {reason}")]
+    Refused {
+        /// Final status code.
+        code: u16,
+        /// Reason phrase.
+        reason: String,
+    },
+    /// A second challenge after answering one: wrong credentials (or none configured).
+    #[error("call needs authentication that [sip] credentials do not satisfy ({0})")]
+    AuthRejected(u16),
+    /// No final response within the ring timeout.
+    #[error("no answer: {0}")]
+    NoAnswer(String),
+    /// The answer's SDP has nothing usable.
+    #[error("unusable answer SDP: {0}")]
+    Media(SdpError),
+    /// Maximum sessions reached, or no RTP port free.
+    #[error("no capacity for another call: {0}")]
+    Busy(&'static str),
+}
+
+pub(super) async fn dial(
+    shared: &Arc<Shared>,
+    target: &str,
+    ring_timeout: Duration,
+) -> Result<IncomingCall, DialError> {
+    let (host, port) = uri_host_port(target).ok_or_else(|| DialError::BadTarget(target.into()))?;
+    let dest_uri = match &shared.settings.outbound_proxy {
+        Some((h, p)) => format!("sip:{h}:{p}"),
+        None => format!("sip:{host}:{port}"),
+    };
+    let dest = resolve(&dest_uri)
+        .await
+        .ok_or_else(|| DialError::BadTarget(format!("{target} (cannot resolve)")))?;
+    if shared.lock().calls.len() >= shared.settings.max_sessions {
+        return Err(DialError::Busy("max_sessions calls are up"));
+    }
+    let rtp_socket = shared
+        .bind_rtp()
+        .await
+        .ok_or(DialError::Busy("no free RTP port"))?;
+    let contact = shared.settings.contact_addr;
+    let rtp_local = SocketAddr::new(
+        contact.ip(),
+        rtp_socket.local_addr().map_or(0, |a| a.port()),
+    );
+    let session_id = u64::from_str_radix(&token()[..12], 16).unwrap_or(1);
+    let offer_sdp = sdp::offer(&shared.settings.codecs, rtp_local, session_id);
+    let call_id = token();
+    let local_tag = token()[..16].to_owned();
+    let domain = shared
+        .settings
+        .domain
+        .clone()
+        .unwrap_or_else(|| contact.ip().to_string());
+    let from = format!("<sip:{}@{domain}>;tag={local_tag}", shared.settings.user);
+    let to = format!("<{target}>");
+    let mut cseq = 1u32;
+    let mut auth: Option<(Challenge, bool)> = None;
+    let mut answered_challenge = false;
+    let (invite, ok) = loop {
+        let mut invite = Message::request("INVITE", target);
+        invite
+            .push(
+                "Via",
+                format!("SIP/2.0/UDP {contact};branch={};rport", branch()),
+            )
+            .push("Max-Forwards", "70")
+            .push("From", from.clone())
+            .push("To", to.clone())
+            .push("Call-ID", call_id.clone())
+            .push("CSeq", format!("{cseq} INVITE"))
+            .push("Contact", shared.contact())
+            .push("Allow", super::ua::ALLOW)
+            .push("User-Agent", "hark");
+        if let (Some((ch, proxy)), Some((user, password))) = (&auth, &shared.settings.credentials) {
+            let value = ch.answer(user, password, "INVITE", target, &token()[..16], 1);
+            invite.push(
+                if *proxy {
+                    "Proxy-Authorization"
+                } else {
+                    "Authorization"
+                },
+                value,
+            );
+        }
+        invite.set_body("application/sdp", offer_sdp.clone().into_bytes());
+        let resp = shared
+            .socket
+            .transact(&invite, dest, ring_timeout)
+            .await
+            .map_err(|e| match e {
+                TransactionError::Timeout(..) | TransactionError::Send(..) => {
+                    DialError::NoAnswer(e.to_string())
+                }
+            })?;
+        let code = resp.code().unwrap_or_default();
+        if code < 300 {
+            break (invite, resp);
+        }
+        // A non-2xx final response is acknowledged in the INVITE's transaction (§17.1.1.3).
+        let mut ack = Message::request("ACK", target);
+        ack.push("Via", invite.header("Via").unwrap_or_default())
+            .push("Max-Forwards", "70")
+            .push("From", from.clone())
+            .push("To", resp.header("To").unwrap_or_default())
+            .push("Call-ID", call_id.clone())
+            .push("CSeq", format!("{cseq} ACK"));
+        shared.socket.send(&ack, dest).await;
+        match code {
+            401 | 407 if !answered_challenge && shared.settings.credentials.is_some() => {
+                let header = if code == 401 {
+                    "WWW-Authenticate"
+                } else {
+                    "Proxy-Authenticate"
+                };
+                let ch = Challenge::parse(resp.header(header).unwrap_or_default())
+                    .map_err(|_| DialError::AuthRejected(code))?;
+                auth = Some((ch, code == 407));
+                answered_challenge = true;
+                cseq += 1;
+            }
+            401 | 407 => return Err(DialError::AuthRejected(code)),
+            _ => {
+                let reason = match &resp.start {
+                    StartLine::Response { reason, .. } => reason.clone(),
+                    StartLine::Request { .. } => String::new(),
+                };
+                return Err(DialError::Refused { code, reason });
+            }
+        }
+    };
+    // The dialog: the far end's tag, Contact and record-route (reversed for a UAC, §12.1.2).
+    let remote_party = ok.header("To").unwrap_or_default().to_owned();
+    let remote_target = ok
+        .header("Contact")
+        .map(|c| uri_of(c).to_owned())
+        .unwrap_or_else(|| target.to_owned());
+    let mut route_set = ok.header_values("Record-Route");
+    route_set.reverse();
+    let mut ack = Message::request("ACK", &remote_target);
+    ack.push(
+        "Via",
+        format!("SIP/2.0/UDP {contact};branch={};rport", branch()),
+    )
+    .push("Max-Forwards", "70");
+    for r in &route_set {
+        ack.push("Route", r.clone());
+    }
+    ack.push("From", from.clone())
+        .push("To", remote_party.clone())
+        .push("Call-ID", call_id.clone())
+        .push("CSeq", format!("{cseq} ACK"));
+    let ack_dest = match route_set.first().or(Some(&remote_target)) {
+        Some(first) => resolve(uri_of(first)).await.unwrap_or(dest),
+        None => dest,
+    };
+    shared.socket.send(&ack, ack_dest).await;
+    let answer = Offer::parse(&ok.body).map_err(DialError::Media)?;
+    let media = answer
+        .negotiate(&shared.settings.codecs)
+        .map_err(DialError::Media)?;
+    let (ev_tx, ev_rx) = mpsc::channel(32);
+    let state = CallState {
+        invite: invite.clone(),
+        invite_branch: invite.branch().unwrap_or_default(),
+        source: ack_dest,
+        local_tag,
+        local_party: from.clone(),
+        remote_party: remote_party.clone(),
+        ack_bytes: Some((ack.to_bytes(), ack_dest)),
+        remote_target,
+        route_set,
+        local_cseq: cseq,
+        phase: Phase::Confirmed,
+        offer: answer,
+        media: media.clone(),
+        rtp_local,
+        session_id,
+        sdp_version: 1,
+        ack: Arc::new(Notify::new()),
+        events: ev_tx,
+    };
+    shared.lock().calls.insert(call_id.clone(), state);
+    tracing::info!(call = %call_id, to = %target, codec = media.codec, "sip: outbound call answered");
+    Ok(IncomingCall {
+        id: call_id.clone(),
+        from,
+        to: remote_party,
+        media,
+        rtp_socket,
+        events: ev_rx,
+        control: Arc::new(CallHandle {
+            shared: shared.clone(),
+            call_id,
+        }),
+    })
+}

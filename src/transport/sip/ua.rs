@@ -1,0 +1,897 @@
+//! The SIP endpoint: one UDP socket, the registration, and the calls in progress.
+//!
+//! One task reads the socket and handles each datagram in turn: responses go to the client
+//! transaction waiting for them ([`SipSocket::transact`]), requests to the UAS logic below
+//! (INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, re-INVITE). A retransmitted request gets the
+//! response sent the first time again. The state lock is never held across an await.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::call::{CallEvent, CallHandle, HangupReason, IncomingCall};
+use super::message::{uri_host_port, uri_of, Message, StartLine, MAX_MESSAGE};
+use super::register::{self, Registrar, RegistrationState};
+use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
+use super::transport::{branch, token, SipSocket, T1, T2};
+use crate::config::sip::{AllowNet, SipConfig, SipTransport};
+use crate::providers::http::ApiKey;
+use crate::transport::CallError;
+
+/// Methods the endpoint handles, for `Allow`.
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+/// How long a transaction's response is kept to answer retransmissions (64·T1).
+const RESPONSE_CACHE: Duration = Duration::from_secs(32);
+/// Most responses kept for retransmissions at once.
+const MAX_CACHED_RESPONSES: usize = 4096;
+/// Calls offered but not yet taken by [`Endpoint::accept`].
+const ACCEPT_QUEUE: usize = 8;
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The `[sip]` section is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::SipIssue),
+    /// The signalling socket could not be bound.
+    #[error("cannot bind SIP socket {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Counts of what the endpoint refused, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Datagrams read.
+    pub received: AtomicU64,
+    /// Datagrams that were not valid SIP (answered 400 when possible, else dropped).
+    pub malformed: AtomicU64,
+    /// INVITEs from peers outside `allow` (answered 403).
+    pub forbidden: AtomicU64,
+    /// INVITEs refused because `max_sessions` calls were up (answered 486).
+    pub busy: AtomicU64,
+    /// INVITEs whose SDP could not be answered (400 or 488).
+    pub bad_offer: AtomicU64,
+}
+
+/// Settings derived from `[sip]`.
+pub(super) struct Settings {
+    pub(super) max_sessions: usize,
+    pub(super) allow: Vec<AllowNet>,
+    pub(super) codecs: Vec<String>,
+    pub(super) rtp_ports: [u16; 2],
+    /// Contact/SDP address (ip:port of the signalling socket as peers reach it).
+    pub(super) contact_addr: SocketAddr,
+    pub(super) user: String,
+    /// Digest credentials for outbound calls (auth user, password), from `[sip]`.
+    pub(super) credentials: Option<(String, ApiKey)>,
+    /// Where outbound INVITEs go when a registrar is configured (it routes them).
+    pub(super) outbound_proxy: Option<(String, u16)>,
+    /// The address-of-record domain (`From` of outbound calls).
+    pub(super) domain: Option<String>,
+}
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// 180 sent, waiting for the engine to answer.
+    Ringing,
+    /// 200 sent, waiting for ACK.
+    Answered,
+    /// ACK received.
+    Confirmed,
+}
+
+pub(super) struct CallState {
+    pub(super) invite: Message,
+    pub(super) invite_branch: String,
+    pub(super) source: SocketAddr,
+    pub(super) local_tag: String,
+    /// `From` of hark's requests in this dialog (hark's URI with its tag).
+    pub(super) local_party: String,
+    /// `To` of hark's requests in this dialog (the peer's URI with its tag).
+    pub(super) remote_party: String,
+    /// The ACK hark sent for a 2xx to its own INVITE, resent if that 2xx is (outbound calls).
+    pub(super) ack_bytes: Option<(Vec<u8>, SocketAddr)>,
+    pub(super) remote_target: String,
+    pub(super) route_set: Vec<String>,
+    pub(super) local_cseq: u32,
+    pub(super) phase: Phase,
+    pub(super) offer: Offer,
+    pub(super) media: NegotiatedMedia,
+    pub(super) rtp_local: SocketAddr,
+    pub(super) session_id: u64,
+    pub(super) sdp_version: u64,
+    pub(super) ack: Arc<Notify>,
+    pub(super) events: mpsc::Sender<CallEvent>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) calls: HashMap<String, CallState>,
+    /// Last response per (branch, method), for retransmitted requests.
+    answered: HashMap<(String, String), (Vec<u8>, Instant)>,
+    registrar_ip: Option<IpAddr>,
+    next_rtp: u16,
+}
+
+/// What the socket task and the call handles share.
+pub struct Shared {
+    pub(super) socket: SipSocket,
+    pub(super) settings: Settings,
+    state: Mutex<State>,
+    stats: Stats,
+    incoming: mpsc::Sender<IncomingCall>,
+}
+
+/// A SIP user agent: registers (when configured) and hands out incoming calls.
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    incoming: mpsc::Receiver<IncomingCall>,
+    registration: watch::Receiver<RegistrationState>,
+    stop: watch::Sender<bool>,
+    reader: JoinHandle<()>,
+    registrar: Option<JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Binds the signalling socket, starts reading it and, when `registrar` is set,
+    /// registering.
+    pub async fn start(config: &SipConfig) -> Result<Endpoint, EndpointError> {
+        config.validate()?;
+        debug_assert_eq!(config.transport, SipTransport::Udp);
+        let bind = config.bind_addr()?;
+        let socket = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| EndpointError::Bind(bind, e))?;
+        let bound = socket
+            .local_addr()
+            .map_err(|e| EndpointError::Bind(bind, e))?;
+        let registrar = config
+            .registrar
+            .as_ref()
+            .map(|r| Registrar::from_config(r, config));
+        let ip = match config
+            .public_address
+            .as_deref()
+            .and_then(|p| p.parse().ok())
+        {
+            Some(ip) => ip,
+            None if bound.ip().is_unspecified() => {
+                local_ip_towards(registrar.as_ref().map(|r| r.host_port()))
+                    .await
+                    .unwrap_or(bound.ip())
+            }
+            None => bound.ip(),
+        };
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let shared = Arc::new(Shared {
+            socket: SipSocket::new(socket),
+            settings: Settings {
+                max_sessions: config.max_sessions as usize,
+                allow: config.allow_nets()?,
+                codecs: config
+                    .codecs
+                    .iter()
+                    .map(|c| c.to_ascii_uppercase())
+                    .collect(),
+                rtp_ports: config.rtp_ports,
+                contact_addr: SocketAddr::new(ip, bound.port()),
+                user: config.user.clone().unwrap_or_else(|| "hark".into()),
+                credentials: config.password.clone().map(|p| {
+                    let user = config.auth_user.clone().or(config.user.clone());
+                    (user.unwrap_or_default(), p)
+                }),
+                outbound_proxy: registrar.as_ref().map(|r| r.host_port()),
+                domain: config
+                    .domain
+                    .clone()
+                    .or_else(|| registrar.as_ref().map(|r| r.host_port().0)),
+            },
+            state: Mutex::new(State {
+                next_rtp: config.rtp_ports[0],
+                ..State::default()
+            }),
+            stats: Stats::default(),
+            incoming: tx,
+        });
+        if config.allow.is_empty() && registrar.is_none() {
+            tracing::warn!("sip: no registrar and an empty allow list: every INVITE gets 403");
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let reader = tokio::spawn(read_loop(shared.clone()));
+        let (reg_tx, reg_rx) = watch::channel(RegistrationState::Off);
+        let registrar = registrar
+            .map(|r| tokio::spawn(register::run(shared.clone(), r, reg_tx, stop_rx.clone())));
+        tracing::info!(addr = %shared.settings.contact_addr, "sip: endpoint listening");
+        Ok(Endpoint {
+            shared,
+            incoming: rx,
+            registration: reg_rx,
+            stop,
+            reader,
+            registrar,
+        })
+    }
+
+    /// The next incoming call (ringing); `None` after shutdown.
+    pub async fn accept(&mut self) -> Option<IncomingCall> {
+        self.incoming.recv().await
+    }
+
+    /// Calls `target` (a `sip:` URI): INVITE with an SDP offer (through the registrar when one
+    /// is configured, else straight to the URI's host), answering a 401/407 with `[sip]`'s
+    /// credentials, waiting up to `ring_timeout` for an answer. The returned call is already
+    /// answered (ACK sent).
+    pub async fn call(
+        &self,
+        target: &str,
+        ring_timeout: Duration,
+    ) -> Result<IncomingCall, super::outbound::DialError> {
+        super::outbound::dial(&self.shared, target, ring_timeout).await
+    }
+
+    /// Where peers reach the endpoint (Contact address).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.settings.contact_addr
+    }
+
+    /// The registration's state, to watch or wait on.
+    pub fn registration(&self) -> watch::Receiver<RegistrationState> {
+        self.registration.clone()
+    }
+
+    /// What was refused so far.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Hangs up every call, un-registers (Expires: 0, waits up to 5 s for the registrar) and
+    /// stops reading the socket.
+    pub async fn shutdown(mut self) {
+        let ids: Vec<String> = self.shared.lock().calls.keys().cloned().collect();
+        for id in ids {
+            let _ = self.shared.end_call(&id, HangupReason::Shutdown).await;
+        }
+        let _ = self.stop.send(true);
+        if let Some(task) = self.registrar.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+        }
+        self.reader.abort();
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.reader.abort();
+        if let Some(task) = &self.registrar {
+            task.abort();
+        }
+    }
+}
+
+/// The local address the OS would use to reach `target` (no packet is sent).
+async fn local_ip_towards(target: Option<(String, u16)>) -> Option<IpAddr> {
+    let (host, port) = target?;
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .next()?;
+    let probe = UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await
+    .ok()?;
+    probe.connect(addr).await.ok()?;
+    Some(probe.local_addr().ok()?.ip())
+}
+
+/// Logs the first 10 of a kind of refusal, then every 100th, so a flood cannot fill the log.
+fn worth_logging(count: u64) -> bool {
+    count <= 10 || count.is_multiple_of(100)
+}
+
+async fn read_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    loop {
+        let (n, src) = match shared.socket.recv(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP port unreachable surfaces here on some systems; keep serving.
+                tracing::debug!(error = %e, "sip: receive error");
+                continue;
+            }
+        };
+        shared.stats.received.fetch_add(1, Ordering::Relaxed);
+        let data = &buf[..n];
+        if data.iter().all(|b| b.is_ascii_whitespace()) {
+            continue; // keep-alive (RFC 5626 CRLF)
+        }
+        if n > MAX_MESSAGE {
+            shared.malformed(src, "datagram too large");
+            continue;
+        }
+        match Message::parse(data) {
+            Ok(msg) => shared.handle(msg, src).await,
+            Err(e) => {
+                shared.malformed(src, &e.to_string());
+                if let Some(req) = Message::parse_lenient(data) {
+                    let answerable = matches!(req.start, StartLine::Request { ref method, .. } if method != "ACK")
+                        && ["Via", "From", "To", "Call-ID"]
+                            .iter()
+                            .all(|h| req.header(h).is_some());
+                    if answerable {
+                        let reason = format!("Bad Request ({e})").replace(['\r', '\n'], " ");
+                        let resp = Message::response_to(&req, 400, &reason, None);
+                        shared.socket.send(&resp, src).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn malformed(&self, src: SocketAddr, why: &str) {
+        let n = self.stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        if worth_logging(n) {
+            tracing::warn!(%src, count = n, "sip: malformed message: {why}");
+        }
+    }
+
+    /// Sends a response and keeps it for retransmissions of the request.
+    async fn respond(&self, req: &Message, resp: Message, to: SocketAddr) {
+        let bytes = resp.to_bytes();
+        if let Some(b) = req.branch() {
+            let mut st = self.lock();
+            let now = Instant::now();
+            st.answered
+                .retain(|_, (_, at)| now.duration_since(*at) < RESPONSE_CACHE);
+            // Bounded: a flood of distinct requests must not grow memory without limit.
+            if st.answered.len() < MAX_CACHED_RESPONSES {
+                st.answered
+                    .insert((b, req.method().to_owned()), (bytes.clone(), now));
+            }
+        }
+        self.socket.send_bytes(&bytes, to).await;
+    }
+
+    async fn reply(&self, req: &Message, code: u16, reason: &str, to: SocketAddr) {
+        let tag = self
+            .lock()
+            .calls
+            .get(req.call_id())
+            .map(|c| c.local_tag.clone());
+        let resp = Message::response_to(req, code, reason, tag.as_deref().or(Some(&token()[..16])));
+        self.respond(req, resp, to).await;
+    }
+
+    async fn handle(self: &Arc<Self>, msg: Message, src: SocketAddr) {
+        if msg.code().is_some() {
+            let resend_ack = if msg.method() == "INVITE" && msg.code().is_some_and(|c| c < 300) {
+                self.lock()
+                    .calls
+                    .get(msg.call_id())
+                    .and_then(|c| c.ack_bytes.clone())
+            } else {
+                None
+            };
+            if let Some((ack, to)) = resend_ack {
+                // A retransmitted 2xx: our ACK was lost (RFC 3261 §13.2.2.4).
+                self.socket.send_bytes(&ack, to).await;
+            } else if !self.socket.deliver(msg) {
+                tracing::debug!(%src, "sip: stray response dropped");
+            }
+            return;
+        }
+        let method = msg.method().to_owned();
+        if method != "ACK" {
+            let cached = msg.branch().and_then(|b| {
+                self.lock()
+                    .answered
+                    .get(&(b, method.clone()))
+                    .map(|(bytes, _)| bytes.clone())
+            });
+            if let Some(bytes) = cached {
+                self.socket.send_bytes(&bytes, src).await;
+                return;
+            }
+        }
+        match method.as_str() {
+            "INVITE" if msg.to_tag().is_none() => self.new_invite(msg, src).await,
+            "INVITE" => self.reinvite(msg, src).await,
+            "ACK" => self.ack(&msg),
+            "BYE" => self.bye(msg, src).await,
+            "CANCEL" => self.cancel(msg, src).await,
+            "OPTIONS" => {
+                let mut resp = Message::response_to(&msg, 200, "OK", Some(&token()[..16]));
+                resp.push("Allow", ALLOW)
+                    .push("Accept", "application/sdp")
+                    .push("Supported", "");
+                resp.headers
+                    .retain(|(n, v)| n != "Supported" || !v.is_empty());
+                self.respond(&msg, resp, src).await;
+            }
+            "INFO" => self.info(msg, src).await,
+            _ => {
+                let mut resp = Message::response_to(&msg, 405, "Method Not Allowed", None);
+                resp.push("Allow", ALLOW);
+                self.respond(&msg, resp, src).await;
+            }
+        }
+    }
+
+    fn allowed(&self, ip: IpAddr) -> bool {
+        self.settings.allow.iter().any(|n| n.contains(ip))
+            || self.lock().registrar_ip.is_some_and(|r| r == ip)
+    }
+
+    /// Where peers reach the endpoint (Contact, Via and SDP address).
+    pub(super) fn contact_addr(&self) -> SocketAddr {
+        self.settings.contact_addr
+    }
+
+    pub(super) fn set_registrar_ip(&self, ip: IpAddr) {
+        self.lock().registrar_ip = Some(ip);
+    }
+
+    async fn new_invite(self: &Arc<Self>, msg: Message, src: SocketAddr) {
+        if !self.allowed(src.ip()) {
+            let n = self.stats.forbidden.fetch_add(1, Ordering::Relaxed) + 1;
+            if worth_logging(n) {
+                tracing::warn!(%src, count = n, "sip: INVITE from a peer not in sip.allow refused (403)");
+            }
+            self.reply(&msg, 403, "Forbidden", src).await;
+            return;
+        }
+        if self.lock().calls.contains_key(msg.call_id()) {
+            // Same Call-ID, new branch: a merged or looped request (RFC 3261 §8.2.2.2).
+            self.reply(&msg, 482, "Loop Detected", src).await;
+            return;
+        }
+        let trying = Message::response_to(&msg, 100, "Trying", None);
+        self.respond(&msg, trying, src).await;
+        if self.lock().calls.len() >= self.settings.max_sessions {
+            let n = self.stats.busy.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(%src, count = n, "sip: busy, INVITE refused (486)");
+            self.reply(&msg, 486, "Busy Here", src).await;
+            return;
+        }
+        let offer = match self.read_offer(&msg) {
+            Ok(o) => o,
+            Err((code, reason)) => {
+                let n = self.stats.bad_offer.fetch_add(1, Ordering::Relaxed) + 1;
+                if worth_logging(n) {
+                    tracing::warn!(%src, count = n, "sip: INVITE refused ({code} {reason})");
+                }
+                self.reply(&msg, code, &reason, src).await;
+                return;
+            }
+        };
+        let (offer, media) = offer;
+        let Some(rtp_socket) = self.bind_rtp().await else {
+            tracing::warn!("sip: no free RTP port in sip.rtp_ports; INVITE refused (503)");
+            self.reply(&msg, 503, "Service Unavailable", src).await;
+            return;
+        };
+        let rtp_local = SocketAddr::new(
+            self.settings.contact_addr.ip(),
+            rtp_socket.local_addr().map_or(0, |a| a.port()),
+        );
+        let local_tag = token()[..16].to_owned();
+        let (ev_tx, ev_rx) = mpsc::channel(32);
+        let state = CallState {
+            invite_branch: msg.branch().unwrap_or_default(),
+            source: src,
+            local_tag: local_tag.clone(),
+            local_party: format!("{};tag={local_tag}", msg.header("To").unwrap_or_default()),
+            remote_party: msg.header("From").unwrap_or_default().to_owned(),
+            ack_bytes: None,
+            remote_target: msg
+                .header("Contact")
+                .map(|c| uri_of(c).to_owned())
+                .unwrap_or_else(|| format!("sip:{src}")),
+            route_set: msg.header_values("Record-Route"),
+            local_cseq: 1,
+            phase: Phase::Ringing,
+            offer,
+            media: media.clone(),
+            rtp_local,
+            session_id: u64::from_str_radix(&token()[..12], 16).unwrap_or(1),
+            sdp_version: 1,
+            ack: Arc::new(Notify::new()),
+            events: ev_tx,
+            invite: msg.clone(),
+        };
+        let id = msg.call_id().to_owned();
+        self.lock().calls.insert(id.clone(), state);
+        let mut ringing = Message::response_to(&msg, 180, "Ringing", Some(&local_tag));
+        ringing.push("Contact", self.contact());
+        self.respond(&msg, ringing, src).await;
+        let call = IncomingCall {
+            id: id.clone(),
+            from: msg.header("From").unwrap_or_default().to_owned(),
+            to: msg.header("To").unwrap_or_default().to_owned(),
+            media,
+            rtp_socket,
+            events: ev_rx,
+            control: Arc::new(CallHandle {
+                shared: self.clone(),
+                call_id: id.clone(),
+            }),
+        };
+        tracing::info!(call = %id, from = %call.from, codec = call.media.codec, "sip: incoming call");
+        if self.incoming.try_send(call).is_err() {
+            tracing::warn!(call = %id, "sip: nobody is accepting calls; refused (480)");
+            self.lock().calls.remove(&id);
+            self.reply(&msg, 480, "Temporarily Unavailable", src).await;
+        }
+    }
+
+    /// The SDP offer of an INVITE and the media chosen from it, or the final response to send.
+    fn read_offer(&self, msg: &Message) -> Result<(Offer, NegotiatedMedia), (u16, String)> {
+        let ct = msg.header("Content-Type").unwrap_or_default();
+        if msg.body.is_empty() || !ct.to_ascii_lowercase().starts_with("application/sdp") {
+            return Err((488, "Not Acceptable Here (SDP offer required)".into()));
+        }
+        let offer = Offer::parse(&msg.body).map_err(|e| (400, format!("Bad Request ({e})")))?;
+        let media = offer
+            .negotiate(&self.settings.codecs)
+            .map_err(|e| match e {
+                SdpError::Malformed(_) => (400, format!("Bad Request ({e})")),
+                _ => (488, format!("Not Acceptable Here ({e})")),
+            })?;
+        Ok((offer, media))
+    }
+
+    pub(super) async fn bind_rtp(&self) -> Option<UdpSocket> {
+        let [lo, hi] = self.settings.rtp_ports;
+        let ip = self.settings.contact_addr.ip();
+        let bind_ip = if self
+            .socket
+            .local_addr()
+            .is_ok_and(|a| a.ip().is_unspecified())
+        {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            ip
+        };
+        let span = u32::from(hi - lo) + 1;
+        for _ in 0..span.div_ceil(2).min(500) {
+            let port = {
+                let mut st = self.lock();
+                let p = st.next_rtp;
+                st.next_rtp = if p.saturating_add(2) > hi { lo } else { p + 2 };
+                p
+            };
+            if let Ok(s) = UdpSocket::bind(SocketAddr::new(bind_ip, port)).await {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    pub(super) fn contact(&self) -> String {
+        format!(
+            "<sip:{}@{}>",
+            self.settings.user, self.settings.contact_addr
+        )
+    }
+
+    fn ack(&self, msg: &Message) {
+        let st = self.lock();
+        if let Some(call) = st.calls.get(msg.call_id()).filter(|_| in_dialog(&st, msg)) {
+            if call.phase == Phase::Answered || call.phase == Phase::Confirmed {
+                call.ack.notify_one();
+            }
+        }
+    }
+
+    /// Sends 200 OK with the SDP answer until the ACK, for a call still ringing.
+    pub(super) async fn answer(&self, id: &str) -> Result<(), CallError> {
+        let (ok, to, ack) = {
+            let mut st = self.lock();
+            let call = st
+                .calls
+                .get_mut(id)
+                .ok_or_else(|| CallError::Failed("the call is over".into()))?;
+            if call.phase != Phase::Ringing {
+                return Err(CallError::Failed("the call was already answered".into()));
+            }
+            call.phase = Phase::Answered;
+            let sdp = sdp::answer(
+                &call.offer,
+                &call.media,
+                call.rtp_local,
+                call.session_id,
+                call.sdp_version,
+            );
+            let mut ok = Message::response_to(&call.invite, 200, "OK", Some(&call.local_tag));
+            ok.push("Contact", self.contact())
+                .push("Allow", ALLOW)
+                .set_body("application/sdp", sdp.into_bytes());
+            (ok, call.source, call.ack.clone())
+        };
+        let invite = self.lock().calls.get(id).map(|c| c.invite.clone());
+        if let Some(invite) = invite {
+            self.respond(&invite, ok.clone(), to).await;
+        }
+        if self.retransmit_until_ack(&ok, to, &ack).await {
+            if let Some(call) = self.lock().calls.get_mut(id) {
+                call.phase = Phase::Confirmed;
+            }
+            tracing::info!(call = %id, "sip: call answered");
+            Ok(())
+        } else {
+            tracing::warn!(call = %id, "sip: no ACK for 200 OK within 32 s; hanging up");
+            let _ = self.end_call(id, HangupReason::NoAck).await;
+            Err(CallError::Failed(
+                "the caller never acknowledged the answer".into(),
+            ))
+        }
+    }
+
+    /// Resends a 2xx at T1, 2·T1, ... T2 until `ack` fires (RFC 3261 §13.3.1.4); false after
+    /// 64·T1 without ACK.
+    async fn retransmit_until_ack(&self, ok: &Message, to: SocketAddr, ack: &Notify) -> bool {
+        let bytes = ok.to_bytes();
+        let deadline = tokio::time::Instant::now() + T1 * 64;
+        let mut gap = T1;
+        loop {
+            let wake = (tokio::time::Instant::now() + gap).min(deadline);
+            if tokio::time::timeout_at(wake, ack.notified()).await.is_ok() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            self.socket.send_bytes(&bytes, to).await;
+            gap = (gap * 2).min(T2);
+        }
+    }
+
+    async fn reinvite(self: &Arc<Self>, msg: Message, src: SocketAddr) {
+        let known = in_dialog(&self.lock(), &msg);
+        if !known {
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
+            return;
+        }
+        let (offer, media) = match self.read_offer(&msg) {
+            Ok(o) => o,
+            Err((code, reason)) => {
+                self.reply(&msg, code, &reason, src).await;
+                return;
+            }
+        };
+        let prepared = {
+            let mut st = self.lock();
+            let Some(call) = st.calls.get_mut(msg.call_id()) else {
+                return;
+            };
+            let was_hold = call.media.direction.is_hold();
+            let changed = call.media != media;
+            call.sdp_version += 1;
+            call.offer = offer;
+            call.media = media.clone();
+            call.source = src;
+            if let Some(c) = msg.header("Contact") {
+                call.remote_target = uri_of(c).to_owned();
+            }
+            let sdp = sdp::answer(
+                &call.offer,
+                &call.media,
+                call.rtp_local,
+                call.session_id,
+                call.sdp_version,
+            );
+            let mut ok = Message::response_to(&msg, 200, "OK", Some(&call.local_tag));
+            ok.push("Contact", self.contact())
+                .push("Allow", ALLOW)
+                .set_body("application/sdp", sdp.into_bytes());
+            let mut events = Vec::new();
+            match (was_hold, media.direction.is_hold()) {
+                (false, true) => events.push(CallEvent::Hold),
+                (true, false) => events.push(CallEvent::Resume),
+                _ => {}
+            }
+            if changed {
+                events.push(CallEvent::MediaChanged(media));
+            }
+            (ok, call.ack.clone(), call.events.clone(), events)
+        };
+        let (ok, ack, tx, events) = prepared;
+        for e in events {
+            let _ = tx.try_send(e);
+        }
+        self.respond(&msg, ok.clone(), src).await;
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.retransmit_until_ack(&ok, src, &ack).await;
+        });
+    }
+
+    async fn bye(&self, msg: Message, src: SocketAddr) {
+        let call = {
+            let mut st = self.lock();
+            if in_dialog(&st, &msg) {
+                st.calls.remove(msg.call_id())
+            } else {
+                None
+            }
+        };
+        match call {
+            Some(call) => {
+                self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src)
+                    .await;
+                tracing::info!(call = %msg.call_id(), "sip: caller hung up");
+                let _ = call.events.try_send(CallEvent::Hangup {
+                    reason: HangupReason::Remote,
+                });
+            }
+            None => {
+                self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                    .await
+            }
+        }
+    }
+
+    async fn reply_with_tag(
+        &self,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        tag: &str,
+        to: SocketAddr,
+    ) {
+        let resp = Message::response_to(req, code, reason, Some(tag));
+        self.respond(req, resp, to).await;
+    }
+
+    async fn cancel(&self, msg: Message, src: SocketAddr) {
+        let call = {
+            let mut st = self.lock();
+            let matches = st.calls.get(msg.call_id()).is_some_and(|c| {
+                Some(&c.invite_branch) == msg.branch().as_ref() && c.phase == Phase::Ringing
+            });
+            if matches {
+                st.calls.remove(msg.call_id())
+            } else {
+                None
+            }
+        };
+        let Some(call) = call else {
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
+            return;
+        };
+        self.reply_with_tag(&msg, 200, "OK", &call.local_tag, src)
+            .await;
+        let terminated = Message::response_to(
+            &call.invite,
+            487,
+            "Request Terminated",
+            Some(&call.local_tag),
+        );
+        self.respond(&call.invite, terminated, call.source).await;
+        tracing::info!(call = %msg.call_id(), "sip: caller cancelled before answer");
+        let _ = call.events.try_send(CallEvent::Hangup {
+            reason: HangupReason::Cancelled,
+        });
+    }
+
+    async fn info(&self, msg: Message, src: SocketAddr) {
+        let found = {
+            let st = self.lock();
+            st.calls
+                .get(msg.call_id())
+                .filter(|_| in_dialog(&st, &msg))
+                .map(|c| (c.events.clone(), c.local_tag.clone()))
+        };
+        let Some((events, tag)) = found else {
+            self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
+                .await;
+            return;
+        };
+        self.reply_with_tag(&msg, 200, "OK", &tag, src).await;
+        let _ = events.try_send(CallEvent::Info {
+            content_type: msg.header("Content-Type").unwrap_or_default().to_owned(),
+            body: msg.body,
+        });
+    }
+
+    /// Ends a call from hark's side: 603 while ringing, BYE once answered.
+    pub(super) async fn hangup(&self, id: &str, reason: &str) -> Result<(), CallError> {
+        tracing::info!(call = %id, reason, "sip: hanging up");
+        self.end_call(id, HangupReason::Local).await
+    }
+
+    pub(super) async fn end_call(&self, id: &str, why: HangupReason) -> Result<(), CallError> {
+        let Some(mut call) = self.lock().calls.remove(id) else {
+            return Err(CallError::Failed("the call is over".into()));
+        };
+        let _ = call.events.try_send(CallEvent::Hangup { reason: why });
+        if call.phase == Phase::Ringing {
+            let decline = Message::response_to(&call.invite, 603, "Decline", Some(&call.local_tag));
+            self.respond(&call.invite, decline, call.source).await;
+            return Ok(());
+        }
+        call.local_cseq += 1;
+        let (bye, dest) = self.in_dialog_request(&call, "BYE");
+        let dest = match dest {
+            Some(d) => d,
+            None => resolve(&dest_uri(&call)).await.unwrap_or(call.source),
+        };
+        match self.socket.transact(&bye, dest, T1 * 64).await {
+            Ok(resp) if resp.code().is_some_and(|c| c < 300 || c == 481 || c == 408) => Ok(()),
+            Ok(resp) => Err(CallError::Failed(format!(
+                "BYE answered {}",
+                resp.code().unwrap_or_default()
+            ))),
+            Err(e) => Err(CallError::Failed(e.to_string())),
+        }
+    }
+
+    /// A request inside the dialog of `call` (RFC 3261 §12.2.1.1), and where to send it when
+    /// that is a literal address.
+    fn in_dialog_request(&self, call: &CallState, method: &str) -> (Message, Option<SocketAddr>) {
+        let mut req = Message::request(method, &call.remote_target);
+        req.push(
+            "Via",
+            format!(
+                "SIP/2.0/UDP {};branch={};rport",
+                self.settings.contact_addr,
+                branch()
+            ),
+        )
+        .push("Max-Forwards", "70");
+        for r in &call.route_set {
+            req.push("Route", r.clone());
+        }
+        req.push("From", call.local_party.clone())
+            .push("To", call.remote_party.clone())
+            .push("Call-ID", call.invite.call_id())
+            .push("CSeq", format!("{} {method}", call.local_cseq))
+            .push("Contact", self.contact());
+        let literal = uri_host_port(&dest_uri(call))
+            .and_then(|(h, p)| h.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, p)));
+        (req, literal)
+    }
+}
+
+/// Whether `msg` belongs to a call's dialog: its Call-ID, and hark's tag in `To` (RFC 3261
+/// §12.2.2).
+fn in_dialog(st: &State, msg: &Message) -> bool {
+    st.calls
+        .get(msg.call_id())
+        .is_some_and(|c| msg.to_tag().as_deref() == Some(c.local_tag.as_str()))
+}
+
+/// The URI a request in the dialog goes to first: the first route, or the remote target.
+fn dest_uri(call: &CallState) -> String {
+    call.route_set
+        .first()
+        .map(|r| uri_of(r).to_owned())
+        .unwrap_or_else(|| call.remote_target.clone())
+}
+
+/// Resolves a `sip:` URI's host and port.
+pub(super) async fn resolve(uri: &str) -> Option<SocketAddr> {
+    let (host, port) = uri_host_port(uri)?;
+    let found = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .next();
+    found
+}

@@ -1,0 +1,188 @@
+//! The phone endpoint end to end: a real SIP phone (baresip) calls hark and asks a recorded
+//! question over G.711; hark's front end and session hear it, the three protocol servers answer,
+//! and the phone hears the answer. Then the caller hangs up, or the agent does.
+
+use std::time::Duration;
+
+use hark::config::Config;
+use hark::service::phone::{self, PhoneError, PhoneEvent};
+use hark::session::{AgentState, SessionEvent};
+use hark::transport::sip::HangupReason;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::cascade::Concierge;
+use crate::common;
+use crate::support::sip_peers::{peers_installed, Baresip};
+
+const RATE: u32 = 8_000;
+
+/// The endpoint running on `toml`, its events, the switch that stops it, and its SIP address.
+async fn start_phone(
+    toml: &str,
+) -> (
+    broadcast::Receiver<PhoneEvent>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), PhoneError>>,
+    std::net::SocketAddr,
+) {
+    let config = Config::parse(toml, "hark.toml".as_ref()).unwrap();
+    let (events, mut rx) = broadcast::channel(1024);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(async move {
+        phone::run(&config, common::store(), events, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let address = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Ok(PhoneEvent::Ready { address })) => break address,
+            Ok(Ok(_)) => {}
+            other => panic!("the endpoint did not start: {other:?}"),
+        }
+    };
+    (rx, stop, run, address)
+}
+
+/// The caller's microphone: 0.5 s of silence, 1.3 s of a real question, then silence.
+fn question() -> hark::audio::Audio {
+    let speech = common::speech("beckett.wav").resampled(RATE);
+    let mut samples = vec![0.0f32; RATE as usize / 2];
+    samples.extend_from_slice(&speech.samples[..(1.3 * RATE as f64) as usize]);
+    samples.resize(samples.len() + 10 * RATE as usize, 0.0);
+    hark::audio::Audio {
+        rate: RATE,
+        samples,
+    }
+}
+
+/// Events until `done` says stop, or a panic after `limit` listing what was seen.
+async fn until(
+    rx: &mut broadcast::Receiver<PhoneEvent>,
+    limit: Duration,
+    mut done: impl FnMut(&PhoneEvent) -> bool,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("not within {limit:?}; the endpoint said {seen:#?}"))
+            .unwrap();
+        seen.push(format!("{e:?}"));
+        if done(&e) {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_asks_a_question_and_hears_the_agents_answer_then_hangs_up() {
+    assert!(
+        peers_installed(),
+        "baresip and kamailio are not installed: run scripts/setup.sh --test"
+    );
+    let concierge = Concierge::start().await;
+    let toml = format!(
+        "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
+        concierge.toml
+    );
+    let (mut rx, stop, run, address) = start_phone(&toml).await;
+    let mut phone = Baresip::start_with("caller", None, false, Some(&question()));
+    phone.command("dial", &format!("sip:agent@{address}"));
+
+    let (mut turn, mut spoke) = (None, false);
+    let seen = until(&mut rx, Duration::from_secs(30), |e| match e {
+        PhoneEvent::Session {
+            event: SessionEvent::UserTurn { text },
+            ..
+        } => {
+            turn = Some(text.clone());
+            false
+        }
+        PhoneEvent::Session {
+            event: SessionEvent::AgentStateChanged { state },
+            ..
+        } => {
+            spoke |= *state == AgentState::Speaking;
+            spoke && matches!(state, AgentState::Idle | AgentState::Listening)
+        }
+        _ => false,
+    })
+    .await;
+    assert_eq!(turn.as_deref(), Some("Is the pool open?"), "{seen:#?}");
+    assert!(
+        seen.iter().any(|e| e.contains("StartOfSpeech")),
+        "the call's front end heard the caller: {seen:#?}"
+    );
+
+    phone.command("hangup", "");
+    let seen = until(&mut rx, Duration::from_secs(10), |e| {
+        matches!(e, PhoneEvent::CallEnded { .. })
+    })
+    .await;
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains(&format!("{:?}", HangupReason::Remote)),
+        "{seen:#?}"
+    );
+
+    // The answer (0.75 s of tone from the voice) reached the phone: its recording of the call
+    // holds about that much loud audio (the agent was otherwise silent).
+    tokio::task::block_in_place(|| phone.wait_event(&["CALL_CLOSED"], Duration::from_secs(10)));
+    let heard = phone.heard();
+    assert_eq!(heard.len(), 1, "one call recorded");
+    let loud =
+        heard[0].samples.iter().filter(|s| s.abs() > 0.05).count() as f64 / heard[0].rate as f64;
+    eprintln!("the phone heard {loud:.2} s of loud audio");
+    assert!(
+        (0.4..1.0).contains(&loud),
+        "the phone should have heard the 0.75 s answer once; {loud:.2} s of loud audio"
+    );
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
+/// The agent ends the call with its `end_call` tool: its goodbye plays, then hark sends BYE and
+/// the phone sees the call close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_says_goodbye_and_hangs_up_with_end_call() {
+    assert!(
+        peers_installed(),
+        "baresip and kamailio are not installed: run scripts/setup.sh --test"
+    );
+    let concierge = Concierge::hanging_up().await;
+    let toml = format!(
+        "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
+        concierge
+            .toml
+            .replacen("[agent]\n", "[agent]\nbuiltin_tools = [\"end_call\"]\n", 1)
+    );
+    let (mut rx, stop, run, address) = start_phone(&toml).await;
+    let mut phone = Baresip::start_with("caller", None, false, Some(&question()));
+    phone.command("dial", &format!("sip:agent@{address}"));
+
+    let seen = until(&mut rx, Duration::from_secs(30), |e| {
+        matches!(e, PhoneEvent::CallEnded { .. })
+    })
+    .await;
+    assert!(
+        seen.iter().any(|e| e.contains("end_call")),
+        "the agent called end_call: {seen:#?}"
+    );
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains(&format!("{:?}", HangupReason::Local)),
+        "{seen:#?}"
+    );
+    tokio::task::block_in_place(|| phone.wait_event(&["CALL_CLOSED"], Duration::from_secs(10)));
+    // The goodbye played before the BYE.
+    let heard = phone.heard();
+    let loud =
+        heard[0].samples.iter().filter(|s| s.abs() > 0.05).count() as f64 / heard[0].rate as f64;
+    assert!(loud > 0.4, "the goodbye was cut: {loud:.2} s of it heard");
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}

@@ -1,0 +1,737 @@
+//! The SIP endpoint against real peers: kamailio as registrar and proxy, baresip as the phone
+//! that calls hark. Everything runs on loopback, on ports picked per test.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use hark::config::SipConfig;
+use hark::transport::sip::message::Message;
+use hark::transport::sip::{
+    CallEvent, DialError, Direction, Endpoint, HangupReason, RegisterError, RegistrationState,
+};
+use hark::transport::CallControl;
+use support::sip_peers::{peers_installed, Baresip, Kamailio, DOMAIN};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Every log line any test produced, to check no password reaches the log.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs_text() -> String {
+    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+}
+
+fn config(text: &str) -> SipConfig {
+    let c: SipConfig = toml::from_str(text).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+/// A direct-call endpoint on loopback that lets loopback peers call.
+fn direct_config(extra: &str) -> SipConfig {
+    config(&format!(
+        "bind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\nrtp_ports = [{0}, {1}]\n{extra}",
+        20000 + (std::process::id() % 200) * 40,
+        20000 + (std::process::id() % 200) * 40 + 39
+    ))
+}
+
+/// Runs blocking peer I/O without stalling the endpoint's tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn registered(ep: &Endpoint) -> RegistrationState {
+    let mut rx = ep.registration();
+    let state = tokio::time::timeout(WAIT, rx.wait_for(|s| !matches!(s, RegistrationState::Off)))
+        .await
+        .expect("a registration outcome within 10 s")
+        .unwrap()
+        .clone();
+    state
+}
+
+macro_rules! need_peers {
+    () => {
+        if !peers_installed() {
+            eprintln!("skipped: kamailio/baresip not installed (scripts/setup.sh --test)");
+            return;
+        }
+        captured_logs();
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_with_md5_digest_and_unregisters_on_shutdown() {
+    need_peers!();
+    let kam = Kamailio::start(&[("hark", "md5-pass-31337")], "MD5");
+    let ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"md5-pass-31337\"\ndomain = \"{DOMAIN}\"\nexpires = 120",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    let mut rx = ep.registration();
+    assert_eq!(
+        registered(&ep).await,
+        RegistrationState::Registered { expires: 120 },
+        "{}",
+        kam.log()
+    );
+    ep.shutdown().await;
+    assert_eq!(*rx.borrow_and_update(), RegistrationState::Unregistered);
+    assert!(
+        !logs_text().contains("md5-pass-31337"),
+        "the password reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registration_is_refreshed_before_the_granted_lifetime_runs_out() {
+    need_peers!();
+    // kamailio grants at most 5 s, whatever hark asks for: hark must refresh at 80 % (4 s).
+    let kam = Kamailio::start_with(&[("hark", "refresh-pass")], "MD5", Some(5));
+    let ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"refresh-pass\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    let mut rx = ep.registration();
+    assert_eq!(
+        registered(&ep).await,
+        RegistrationState::Registered { expires: 5 },
+        "{}",
+        kam.log()
+    );
+    rx.borrow_and_update();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(6), rx.changed())
+        .await
+        .expect("a refresh before the 5 s binding lapsed")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(*rx.borrow(), RegistrationState::Registered { expires: 5 });
+    assert!(
+        took > Duration::from_secs(3) && took < Duration::from_secs(5),
+        "refreshed after {took:?}, expected about 4 s"
+    );
+    ep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_with_sha256_digest_when_the_registrar_asks_for_it() {
+    need_peers!();
+    let kam = Kamailio::start(&[("hark", "sha-pass-4242")], "SHA-256");
+    let ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"sha-pass-4242\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        registered(&ep).await,
+        RegistrationState::Registered { expires: 300 },
+        "{}",
+        kam.log()
+    );
+    // kamailio logs each REGISTER's Authorization header: ours named SHA-256.
+    assert!(
+        kam.log().contains("algorithm=SHA-256"),
+        "kamailio did not see a SHA-256 answer:\n{}",
+        kam.log()
+    );
+    ep.shutdown().await;
+    assert!(!logs_text().contains("sha-pass-4242"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_clear_error_that_does_not_show_it() {
+    need_peers!();
+    let kam = Kamailio::start(&[("hark", "right-pass")], "MD5");
+    let ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"wrong-pass-777\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    let state = registered(&ep).await;
+    let RegistrationState::Failed(err) = &state else {
+        panic!("expected a failure, got {state:?}");
+    };
+    assert!(
+        matches!(err, RegisterError::AuthRejected { code: 401, .. }),
+        "{err:?}"
+    );
+    let shown = format!("{err} / {err:?}");
+    assert!(shown.contains("sip.password"), "{shown}");
+    assert!(!shown.contains("wrong-pass-777"), "{shown}");
+    drop(ep);
+    assert!(
+        !logs_text().contains("wrong-pass-777"),
+        "the password reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_hark_directly_gets_the_expected_answer_and_hangs_up() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .expect("an INVITE within 10 s")
+        .unwrap();
+    assert!(call.from.contains("sip:caller@"), "{}", call.from);
+    assert_eq!(call.media.codec, "PCMU");
+    assert_eq!(call.media.payload_type, 0);
+    assert_eq!(call.media.clock_rate, 8000);
+    assert_eq!(call.media.direction, Direction::SendRecv);
+    assert_eq!(call.media.remote.ip(), phone.sip_addr.ip());
+    assert!(
+        (30000..31000).contains(&call.media.remote.port()),
+        "{:?}",
+        call.media
+    );
+    call.answer().await.expect("ACK for our 200 OK");
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    // The SDP answer pointed baresip at our RTP socket: its tone arrives there as PCMU.
+    let mut pkt = [0u8; 1500];
+    let (n, from) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
+        .await
+        .expect("RTP from baresip within 10 s")
+        .unwrap();
+    assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
+    assert_eq!(pkt[0] >> 6, 2, "RTP version 2");
+    assert_eq!(pkt[1] & 0x7f, 0, "payload type PCMU");
+    assert_eq!(from, call.media.remote);
+    blocking(|| phone.command("hangup", ""));
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::Remote
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hark_hangs_up_and_baresip_sees_the_bye() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    call.control()
+        .hangup("goodbye")
+        .await
+        .expect("BYE answered");
+    blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::Local
+        })
+    );
+    // The call is gone: hanging up again says so.
+    assert!(call.control().hangup("again").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_call_at_max_sessions_gets_486_busy_here() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("max_sessions = 1"))
+        .await
+        .unwrap();
+    let mut first = Baresip::start("first", None);
+    let mut second = Baresip::start("second", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| first.command("dial", &target));
+    let call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    call.answer().await.unwrap();
+    blocking(|| first.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    blocking(|| second.command("dial", &target));
+    let closed = blocking(|| second.wait_event(&["CALL_CLOSED"], WAIT));
+    assert!(closed.contains("486"), "{closed}");
+    assert_eq!(
+        ep.stats().busy.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // The first call is untouched.
+    call.control().hangup("done").await.unwrap();
+    blocking(|| first.wait_event(&["CALL_CLOSED"], WAIT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_gives_up_before_the_answer_cancels_the_call() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    blocking(|| phone.wait_event(&["CALL_RINGING"], WAIT));
+    blocking(|| phone.command("hangup", ""));
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::Cancelled
+        })
+    );
+    assert!(
+        call.answer().await.is_err(),
+        "a cancelled call cannot be answered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_resume_from_baresip_are_events_with_the_mirrored_direction() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let mut call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    blocking(|| phone.command("hold", ""));
+    assert_eq!(call.next_event_within(WAIT).await, Some(CallEvent::Hold));
+    match call.next_event_within(WAIT).await {
+        Some(CallEvent::MediaChanged(m)) => assert_eq!(m.direction, Direction::RecvOnly),
+        other => panic!("expected MediaChanged, got {other:?}"),
+    }
+    blocking(|| phone.command("resume", ""));
+    assert_eq!(call.next_event_within(WAIT).await, Some(CallEvent::Resume));
+    match call.next_event_within(WAIT).await {
+        Some(CallEvent::MediaChanged(m)) => assert_eq!(m.direction, Direction::SendRecv),
+        other => panic!("expected MediaChanged, got {other:?}"),
+    }
+    call.control().hangup("done").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_allow_list_gets_403() {
+    need_peers!();
+    let mut ep = Endpoint::start(&config("bind = \"127.0.0.1:0\"\nallow = [\"192.0.2.1\"]"))
+        .await
+        .unwrap();
+    let mut phone = Baresip::start("stranger", None);
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| phone.command("dial", &target));
+    let closed = blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+    assert!(closed.contains("403"), "{closed}");
+    assert_eq!(
+        ep.stats()
+            .forbidden
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), ep.accept())
+            .await
+            .is_err(),
+        "no call was offered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_kamailio_reaches_the_registered_endpoint_both_ways_of_hanging_up() {
+    need_peers!();
+    let kam = Kamailio::start(
+        &[("hark", "hark-pass-9"), ("caller", "caller-pass-9")],
+        "MD5",
+    );
+    // No allow list: only the registrar may send INVITEs.
+    let mut ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"hark-pass-9\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(
+        registered(&ep).await,
+        RegistrationState::Registered { .. }
+    ));
+    let mut phone = Baresip::start("caller", Some((kam.addr, "caller-pass-9")));
+    blocking(|| phone.wait_log("200 OK (kamailio", WAIT));
+    for hark_hangs_up in [false, true] {
+        blocking(|| phone.command("dial", &format!("sip:hark@{DOMAIN}")));
+        let mut call = tokio::time::timeout(WAIT, ep.accept())
+            .await
+            .expect("the proxied INVITE within 10 s")
+            .unwrap();
+        assert!(call.to.contains(&format!("hark@{DOMAIN}")), "{}", call.to);
+        call.answer().await.unwrap();
+        blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+        if hark_hangs_up {
+            // BYE goes through kamailio (it record-routed the INVITE).
+            call.control().hangup("done").await.unwrap();
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        } else {
+            blocking(|| phone.command("hangup", ""));
+            assert_eq!(
+                call.next_event_within(WAIT).await,
+                Some(CallEvent::Hangup {
+                    reason: HangupReason::Remote
+                })
+            );
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        }
+    }
+    ep.shutdown().await;
+}
+
+/// Sends a datagram and returns the first response line (or `None` after 1 s).
+async fn exchange(sock: &tokio::net::UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<String> {
+    sock.send_to(msg, to).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    Some(text)
+}
+
+fn request(method: &str, n: u32, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:hark@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKc{n}\r\n\
+         From: <sip:fuzz@127.0.0.1>;tag=f{n}\r\nTo: <sip:hark@127.0.0.1>\r\nCall-ID: corpus{n}\r\n\
+         {headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_datagrams_are_refused_or_dropped_and_calls_still_work() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let to = ep.local_addr();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bad_sdp = "v=0\r\nc=IN IP4 banana\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+        // Headers that never end.
+        (b"INVITE sip:hark@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4".to_vec(), None),
+        // Binary noise.
+        ((0..200u8).map(|b| b.wrapping_mul(37)).collect(), None),
+        // Content-Length far beyond the datagram.
+        (
+            String::from_utf8(request("OPTIONS", 1, "CSeq: 1 OPTIONS\r\n", ""))
+                .unwrap()
+                .replace("Content-Length: 0", "Content-Length: 99999999")
+                .into_bytes(),
+            Some("SIP/2.0 400"),
+        ),
+        // CSeq method not the request's.
+        (request("OPTIONS", 2, "CSeq: 1 INVITE\r\n", ""), Some("SIP/2.0 400")),
+        // CSeq not a number.
+        (request("OPTIONS", 3, "CSeq: one OPTIONS\r\n", ""), Some("SIP/2.0 400")),
+        // An INVITE whose SDP is nonsense.
+        (
+            request(
+                "INVITE",
+                4,
+                "CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContact: <sip:fuzz@127.0.0.1:9>\r\n",
+                bad_sdp,
+            ),
+            Some("SIP/2.0 400"),
+        ),
+    ];
+    for (i, (data, expected)) in cases.iter().enumerate() {
+        let got = exchange(&sock, to, data).await;
+        match expected {
+            Some(prefix) => {
+                // An INVITE gets 100 Trying first; the final answer follows.
+                let mut got = got;
+                if got.as_deref().is_some_and(|g| g.starts_with("SIP/2.0 100")) {
+                    let mut buf = vec![0u8; 65536];
+                    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    got = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+                let got = got.unwrap_or_else(|| panic!("case {i}: no response"));
+                assert!(got.starts_with(prefix), "case {i}: {got}");
+            }
+            None => assert_eq!(got, None, "case {i}: expected silence"),
+        }
+    }
+    let malformed = ep
+        .stats()
+        .malformed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(malformed, 5, "the five unparseable datagrams were counted");
+    assert_eq!(
+        ep.stats()
+            .bad_offer
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // OPTIONS still answered, with what we allow and accept.
+    let ok = exchange(&sock, to, &request("OPTIONS", 9, "CSeq: 9 OPTIONS\r\n", ""))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(
+        ok.contains("Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"),
+        "{ok}"
+    );
+    assert!(ok.contains("Accept: application/sdp"), "{ok}");
+    // And a real call still works.
+    let mut phone = Baresip::start("caller", None);
+    let target = format!("sip:hark@{to}");
+    blocking(|| phone.command("dial", &target));
+    let call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    call.control().hangup("done").await.unwrap();
+}
+
+/// Reads datagrams until a response whose status line starts with `status` (5 s limit).
+async fn expect_response(sock: &tokio::net::UdpSocket, status: &str) -> Message {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {status} within 5 s"))
+            .unwrap();
+        if buf[..n].starts_with(format!("SIP/2.0 {status}").as_bytes()) {
+            return Message::parse(&buf[..n]).unwrap();
+        }
+    }
+}
+
+/// A hand-written caller: exact control of every request, for what baresip cannot be made
+/// to send (a retransmitted INVITE, INFO, requests with a wrong tag).
+struct ScriptedCaller {
+    sock: tokio::net::UdpSocket,
+    hark: SocketAddr,
+    to_tag: String,
+}
+
+impl ScriptedCaller {
+    fn request(&self, method: &str, cseq: u32, branch: &str, extra: &str, body: &str) -> Vec<u8> {
+        let me = self.sock.local_addr().unwrap();
+        let to_tag = if self.to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={}", self.to_tag)
+        };
+        format!(
+            "{method} sip:hark@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:script@{me}>;tag=scripted\r\nTo: <sip:hark@{0}>{to_tag}\r\n\
+             Call-ID: scripted-call\r\nCSeq: {cseq} {method}\r\nContact: <sip:script@{me}>\r\n\
+             {extra}Content-Length: {1}\r\n\r\n{body}",
+            self.hark,
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    async fn send(&self, data: &[u8]) {
+        self.sock.send_to(data, self.hark).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_call_covers_retransmission_info_and_dialog_matching() {
+    captured_logs();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut caller = ScriptedCaller {
+        sock: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        hark: ep.local_addr(),
+        to_tag: String::new(),
+    };
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+    let invite = caller.request(
+        "INVITE",
+        1,
+        "inv1",
+        "Content-Type: application/sdp\r\n",
+        offer,
+    );
+    caller.send(&invite).await;
+    expect_response(&caller.sock, "100").await;
+    expect_response(&caller.sock, "180").await;
+    // A retransmitted INVITE gets the last response again, not a second call.
+    caller.send(&invite).await;
+    expect_response(&caller.sock, "180").await;
+    let call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), ep.accept())
+            .await
+            .is_err(),
+        "one INVITE, one call"
+    );
+    assert_eq!((call.media.codec, call.media.payload_type), ("PCMA", 8));
+    assert_eq!(call.media.telephone_event, Some(101));
+    assert_eq!(call.media.remote, "127.0.0.1:4000".parse().unwrap());
+    let rtp_port = call.rtp_socket.local_addr().unwrap().port();
+    let control = call.control();
+    let answering = tokio::spawn(async move {
+        let r = call.answer().await;
+        (call, r)
+    });
+    let ok = expect_response(&caller.sock, "200").await;
+    let sdp = String::from_utf8(ok.body.clone()).unwrap();
+    assert!(
+        sdp.contains(&format!("m=audio {rtp_port} RTP/AVP 8 101\r\n")),
+        "{sdp}"
+    );
+    assert!(sdp.contains("a=sendrecv"), "{sdp}");
+    caller.to_tag = ok.to_tag().expect("200 OK has hark's tag");
+    caller.send(&caller.request("ACK", 1, "ack1", "", "")).await;
+    let (mut call, answered) = answering.await.unwrap();
+    answered.expect("the ACK completes the answer");
+
+    // INFO with a tag that is not hark's belongs to no dialog.
+    let right_tag = std::mem::replace(&mut caller.to_tag, "not-hark".into());
+    let body = "Signal=5\r\nDuration=160\r\n";
+    let ct = "Content-Type: application/dtmf-relay\r\n";
+    caller
+        .send(&caller.request("INFO", 2, "info1", ct, body))
+        .await;
+    expect_response(&caller.sock, "481").await;
+    caller.to_tag = right_tag;
+    caller
+        .send(&caller.request("INFO", 3, "info2", ct, body))
+        .await;
+    expect_response(&caller.sock, "200").await;
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Info {
+            content_type: "application/dtmf-relay".into(),
+            body: body.as_bytes().to_vec()
+        })
+    );
+    caller.send(&caller.request("BYE", 4, "bye1", "", "")).await;
+    expect_response(&caller.sock, "200").await;
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::Remote
+        })
+    );
+    assert!(control.hangup("late").await.is_err(), "the call is over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hark_calls_baresip_and_either_side_hangs_up() {
+    need_peers!();
+    let ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut phone = Baresip::start_with("callee", None, true, None);
+    let target = format!("sip:callee@{}", phone.sip_addr);
+    for hark_hangs_up in [true, false] {
+        let mut call = ep.call(&target, WAIT).await.expect("baresip answers");
+        assert_eq!((call.media.codec, call.media.payload_type), ("PCMU", 0));
+        assert_eq!(call.media.remote.ip(), phone.sip_addr.ip());
+        blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+        // Our offer named our RTP socket: baresip's tone arrives there.
+        let mut pkt = [0u8; 1500];
+        let (n, _) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
+            .await
+            .expect("RTP from baresip")
+            .unwrap();
+        assert!(n >= 12 + 160 && pkt[1] & 0x7f == 0, "a PCMU packet");
+        if hark_hangs_up {
+            call.control().hangup("done").await.expect("BYE answered");
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        } else {
+            blocking(|| phone.command("hangup", ""));
+            assert_eq!(
+                call.next_event_within(WAIT).await,
+                Some(CallEvent::Hangup {
+                    reason: HangupReason::Remote
+                })
+            );
+            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_call_the_callee_rejects_is_a_typed_error() {
+    need_peers!();
+    let ep = Arc::new(Endpoint::start(&direct_config("")).await.unwrap());
+    let mut phone = Baresip::start("callee", None);
+    let target = format!("sip:callee@{}", phone.sip_addr);
+    let dialing = {
+        let ep = ep.clone();
+        tokio::spawn(async move { ep.call(&target, WAIT).await })
+    };
+    blocking(|| phone.wait_event(&["CALL_INCOMING"], WAIT));
+    blocking(|| phone.command("hangup", ""));
+    let err = dialing.await.unwrap().unwrap_err();
+    match err {
+        DialError::Refused { code, .. } => assert!((400..700).contains(&code), "{code}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nobody listens on this port: no answer within the limit.
+    let silent = support::sip_peers::free_udp_port();
+    let err = ep
+        .call(
+            &format!("sip:nobody@127.0.0.1:{silent}"),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DialError::NoAnswer(_)), "{err:?}");
+    assert!(matches!(
+        ep.call("tel:+15551234", WAIT).await,
+        Err(DialError::BadTarget(_))
+    ));
+}
