@@ -78,7 +78,8 @@ enum Command {
     /// Talk to the configured agent through this machine's microphone and speaker, showing
     /// the live state, transcripts and each turn's latency.
     Console,
-    /// Run the configured agent as a daemon on the local sound card (systemd's `hark run`).
+    /// Run the configured agent as a daemon (systemd's `hark run`): on the local sound card, or
+    /// as a SIP phone endpoint when the config has a `[sip]` section.
     Run,
 }
 
