@@ -496,15 +496,30 @@ fn print_devices(devices: &[hark::transport::local::DeviceInfo]) {
     }
 }
 
+/// The runtime of the long-running commands: two workers, one per core of the smallest board.
+fn daemon_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(fail)
+}
+
+/// Resolves at Ctrl-C or SIGTERM (systemd's stop).
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 /// `hark console` and `hark run`: the kiosk until Ctrl-C or SIGTERM.
 fn kiosk(config: &Config, store: &ModelStore, console: bool) -> Result<(), Failure> {
     use hark::service::kiosk::{self, KioskEvent};
     let models = Models::load(&config.listen, store).map_err(fail)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(fail)?;
+    let runtime = daemon_runtime()?;
     runtime.block_on(async {
         let (events, mut rx) = tokio::sync::broadcast::channel(256);
         let show = tokio::spawn(async move {
@@ -517,16 +532,7 @@ fn kiosk(config: &Config, store: &ModelStore, console: bool) -> Result<(), Failu
                 }
             }
         });
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
-        let result = kiosk::run(config, models, events, shutdown).await;
+        let result = kiosk::run(config, models, events, terminated()).await;
         show.abort();
         let stats = result.map_err(fail)?;
         if console {
@@ -546,11 +552,7 @@ fn kiosk(config: &Config, store: &ModelStore, console: bool) -> Result<(), Failu
 /// `hark run` with `[sip]`: the phone endpoint until Ctrl-C or SIGTERM; calls are logged.
 fn phone(config: &Config, store: &ModelStore) -> Result<(), Failure> {
     use hark::service::phone::{self, PhoneEvent};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(fail)?;
+    let runtime = daemon_runtime()?;
     runtime.block_on(async {
         let (events, mut rx) = tokio::sync::broadcast::channel(256);
         let log = tokio::spawn(async move {
@@ -575,16 +577,7 @@ fn phone(config: &Config, store: &ModelStore) -> Result<(), Failure> {
                 }
             }
         });
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
-        let result = phone::run(config, store.clone(), events, shutdown).await;
+        let result = phone::run(config, store.clone(), events, terminated()).await;
         log.abort();
         result.map_err(fail)
     })
