@@ -425,6 +425,59 @@ async fn a_call_through_kamailio_reaches_the_registered_endpoint_both_ways_of_ha
     ep.shutdown().await;
 }
 
+/// The registrar restarts and forgets every binding: hark's next refresh (at 80 % of the 5 s
+/// grant) registers it with the new instance, and a call through it reaches hark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrar_restart_is_survived_and_calls_reach_hark_after_the_next_refresh() {
+    need_peers!();
+    let mut kam = Kamailio::start_with(
+        &[("hark", "restart-pass-5"), ("caller", "caller-pass-5")],
+        "MD5",
+        Some(5),
+    );
+    let mut ep = Endpoint::start(&config(&format!(
+        "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"restart-pass-5\"\ndomain = \"{DOMAIN}\"",
+        kam.addr
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(
+        registered(&ep).await,
+        RegistrationState::Registered { .. }
+    ));
+    let mut rx = ep.registration();
+    rx.borrow_and_update();
+    blocking(|| kam.restart());
+    let restarted = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("a registration with the restarted registrar within 10 s")
+        .unwrap();
+    assert!(
+        matches!(*rx.borrow(), RegistrationState::Registered { .. }),
+        "{:?}\n{}",
+        *rx.borrow(),
+        kam.log()
+    );
+    eprintln!(
+        "registered again {:?} after the restart",
+        restarted.elapsed()
+    );
+
+    let mut phone = Baresip::start("caller", Some((kam.addr, "caller-pass-5")));
+    blocking(|| phone.wait_log("200 OK (kamailio", WAIT));
+    blocking(|| phone.command("dial", &format!("sip:hark@{DOMAIN}")));
+    let call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .expect("the restarted registrar routed the call to hark")
+        .unwrap();
+    call.answer().await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    call.control().hangup("done").await.unwrap();
+    blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+    ep.shutdown().await;
+}
+
 /// Sends a datagram and returns the first response line (or `None` after 1 s).
 async fn exchange(sock: &tokio::net::UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<String> {
     sock.send_to(msg, to).await.unwrap();

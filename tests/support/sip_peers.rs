@@ -176,13 +176,27 @@ request_route {{
 }}
 "#
         );
-        let cfg_path = dir.0.join("kamailio.cfg");
-        std::fs::write(&cfg_path, cfg).unwrap();
-        let log = std::fs::File::create(dir.0.join("kamailio.log")).unwrap();
-        let child = Command::new("/usr/sbin/kamailio")
+        std::fs::write(dir.0.join("kamailio.cfg"), cfg).unwrap();
+        let k = Kamailio {
+            child: Self::spawn(&dir),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        k.wait_ready();
+        k
+    }
+
+    /// Runs kamailio on the config in `dir`, logging to `kamailio.log` there (appending).
+    fn spawn(dir: &TempDir) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.0.join("kamailio.log"))
+            .unwrap();
+        Command::new("/usr/sbin/kamailio")
             .args([
                 "-f",
-                cfg_path.to_str().unwrap(),
+                dir.0.join("kamailio.cfg").to_str().unwrap(),
                 "-DD",
                 "-E",
                 "-m",
@@ -198,14 +212,15 @@ request_route {{
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("kamailio starts");
-        let k = Kamailio {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-        };
-        k.wait_ready();
-        k
+            .expect("kamailio starts")
+    }
+
+    /// Stops kamailio and starts it again on the same address: a registrar restart, which
+    /// forgets every registration (`usrloc` keeps them in memory only).
+    pub fn restart(&mut self) {
+        terminate(&mut self.child);
+        self.child = Self::spawn(&self.dir);
+        self.wait_ready();
     }
 
     /// Waits until kamailio answers an OPTIONS (its readiness event), up to 10 s.
