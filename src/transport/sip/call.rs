@@ -102,6 +102,11 @@ impl IncomingCall {
             .flatten()
     }
 
+    /// An event already reported, without waiting (`None` if there is none now).
+    pub fn try_next_event(&mut self) -> Option<CallEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// The call's controls, to hand to the session (hang up from a tool, the engine's end).
     pub fn control(&self) -> Arc<CallHandle> {
         self.control.clone()
