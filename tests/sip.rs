@@ -789,7 +789,19 @@ async fn a_blind_transfer_by_refer_connects_the_caller_to_the_target_and_hark_le
         "{ended:?}"
     );
     assert!(call.control().hangup("again").await.is_err(), "still up");
-    eprintln!("blind transfer took {took:?}");
+    eprintln!("blind transfer took {took:?}, hark's leg ended: {ended:?}");
+    // hark waited for the caller's NOTIFY with a 2xx sipfrag (baresip reports the target's
+    // answer), not just for the REFER's 202.
+    let progress: Vec<String> = logs_text()
+        .lines()
+        .filter(|l| l.contains("transfer progress"))
+        .map(str::to_owned)
+        .collect();
+    eprintln!("{}", progress.join("\n"));
+    assert!(
+        progress.iter().any(|l| l.contains("status=200")),
+        "{progress:?}"
+    );
     // The caller and the target are still talking to each other.
     assert!(!caller
         .events
@@ -817,6 +829,7 @@ async fn a_refused_transfer_is_an_error_a_person_can_understand_and_the_call_sta
         .unwrap()
         .expect_err("a declined target is a failure");
     let said = err.to_string();
+    eprintln!("refused transfer: {said}");
     assert!(
         [
             "the line was busy",
