@@ -795,7 +795,20 @@ async fn a_blind_transfer_by_refer_connects_the_caller_to_the_target_and_hark_le
     let progress: Vec<String> = logs_text()
         .lines()
         .filter(|l| l.contains("transfer progress"))
-        .map(str::to_owned)
+        .map(|l| {
+            // Drop the log's ANSI colour codes (ESC [ ... m).
+            let mut plain = String::new();
+            let mut in_escape = false;
+            for c in l.chars() {
+                match (in_escape, c) {
+                    (false, '\u{1b}') => in_escape = true,
+                    (true, 'm') => in_escape = false,
+                    (false, c) => plain.push(c),
+                    (true, _) => {}
+                }
+            }
+            plain
+        })
         .collect();
     eprintln!("{}", progress.join("\n"));
     assert!(
