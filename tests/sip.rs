@@ -788,3 +788,164 @@ async fn an_outbound_call_the_callee_rejects_is_a_typed_error() {
         Err(DialError::BadTarget(_))
     ));
 }
+
+/// baresip `caller` calls hark, hark answers; returns the answered call.
+async fn answered_call_from(
+    ep: &mut Endpoint,
+    caller: &mut Baresip,
+) -> hark::transport::sip::IncomingCall {
+    let target = format!("sip:hark@{}", ep.local_addr());
+    blocking(|| caller.command("dial", &target));
+    let call = tokio::time::timeout(WAIT, ep.accept())
+        .await
+        .expect("an INVITE within 10 s")
+        .unwrap();
+    call.answer().await.expect("ACK for our 200 OK");
+    blocking(|| caller.wait_event(&["CALL_ESTABLISHED", "sip:hark@"], WAIT));
+    call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_transfer_by_refer_connects_the_caller_to_the_target_and_hark_leaves() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut caller = Baresip::start("caller", None);
+    let mut target = Baresip::start_with("target", None, true, None);
+    let mut call = answered_call_from(&mut ep, &mut caller).await;
+    let to = format!("sip:target@{}", target.sip_addr);
+    let started = std::time::Instant::now();
+    call.control()
+        .transfer(&to)
+        .await
+        .unwrap_or_else(|e| panic!("transfer failed: {e}\ncaller log:\n{}", caller.log()));
+    let took = started.elapsed();
+    // The target got a call from the caller (not from hark) and it is up.
+    let established = blocking(|| target.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    assert!(established.contains("sip:caller@"), "{established}");
+    // The caller really executed the REFER (its log says so).
+    assert!(
+        caller.log().to_ascii_lowercase().contains("transfer"),
+        "caller log:\n{}",
+        caller.log()
+    );
+    // hark's leg is over: the caller's leg to hark closed, and the call reported its end.
+    blocking(|| caller.wait_event(&["CALL_CLOSED", "sip:hark@"], WAIT));
+    let ended = loop {
+        match call.next_event_within(WAIT).await {
+            Some(CallEvent::Hangup { reason }) => break reason,
+            Some(_) => continue, // the caller may put hark on hold while it transfers
+            None => panic!("the call ended without a Hangup event"),
+        }
+    };
+    assert!(
+        matches!(ended, HangupReason::Transferred | HangupReason::Remote),
+        "{ended:?}"
+    );
+    assert!(call.control().hangup("again").await.is_err(), "still up");
+    eprintln!("blind transfer took {took:?}, hark's leg ended: {ended:?}");
+    // hark waited for the caller's NOTIFY with a 2xx sipfrag (baresip reports the target's
+    // answer), not just for the REFER's 202.
+    let progress: Vec<String> = logs_text()
+        .lines()
+        .filter(|l| l.contains("transfer progress"))
+        .map(|l| {
+            // Drop the log's ANSI colour codes (ESC [ ... m).
+            let mut plain = String::new();
+            let mut in_escape = false;
+            for c in l.chars() {
+                match (in_escape, c) {
+                    (false, '\u{1b}') => in_escape = true,
+                    (true, 'm') => in_escape = false,
+                    (false, c) => plain.push(c),
+                    (true, _) => {}
+                }
+            }
+            plain
+        })
+        .collect();
+    eprintln!("{}", progress.join("\n"));
+    assert!(
+        progress.iter().any(|l| l.contains("status=200")),
+        "{progress:?}"
+    );
+    // The caller and the target are still talking to each other.
+    assert!(!caller
+        .events
+        .iter()
+        .any(|e| e.contains("CALL_CLOSED") && e.contains("sip:target@")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transfer_is_an_error_a_person_can_understand_and_the_call_stays_up() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut caller = Baresip::start("caller", None);
+    let mut refuser = Baresip::start("refuser", None);
+    let call = answered_call_from(&mut ep, &mut caller).await;
+    let to = format!("sip:refuser@{}", refuser.sip_addr);
+    let control = call.control();
+    let transfer = tokio::spawn(async move { control.transfer(&to).await });
+    // The target's phone rings (the caller dialled it) and declines.
+    let incoming = blocking(|| refuser.wait_event(&["CALL_INCOMING"], WAIT));
+    assert!(incoming.contains("sip:caller@"), "{incoming}");
+    blocking(|| refuser.command("hangup", ""));
+    let err = tokio::time::timeout(WAIT, transfer)
+        .await
+        .expect("the transfer's outcome within 10 s of the refusal")
+        .unwrap()
+        .expect_err("a declined target is a failure");
+    let said = err.to_string();
+    eprintln!("refused transfer: {said}");
+    assert!(
+        [
+            "the line was busy",
+            "the transfer was refused",
+            "nobody answered"
+        ]
+        .contains(&said.as_str()),
+        "{said}"
+    );
+    // The caller is still with hark: hark can hang up normally and the caller sees it.
+    call.control()
+        .hangup("after the failed transfer")
+        .await
+        .expect("BYE in the still-open dialog answered 200");
+    blocking(|| caller.wait_event(&["CALL_CLOSED", "sip:hark@"], WAIT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_silent_target_gives_up_in_bounded_time_and_keeps_the_caller() {
+    need_peers!();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let mut caller = Baresip::start("caller", None);
+    let mut call = answered_call_from(&mut ep, &mut caller).await;
+    let silent = support::sip_peers::free_udp_port();
+    let started = std::time::Instant::now();
+    let err = call
+        .control()
+        .transfer_within(
+            &format!("sip:nobody@127.0.0.1:{silent}"),
+            Duration::from_secs(3),
+        )
+        .await
+        .expect_err("nobody listens there");
+    let took = started.elapsed();
+    assert_eq!(err.to_string(), "nobody answered");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // A bad target is refused before anything is sent, and the call is still up.
+    let err = call
+        .control()
+        .transfer("bob smith")
+        .await
+        .expect_err("not a URI");
+    assert!(err.to_string().contains("cannot hold"), "{err}");
+    // No hangup was reported.
+    while let Some(ev) = call.try_next_event() {
+        assert!(!matches!(ev, CallEvent::Hangup { .. }), "{ev:?}");
+    }
+    call.control().hangup("done").await.expect("BYE answered");
+    blocking(|| caller.wait_event(&["CALL_CLOSED", "sip:hark@"], WAIT));
+}

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::refer::TRANSFER_TIMEOUT;
 use super::sdp::NegotiatedMedia;
 use super::ua::Shared;
 use crate::transport::{CallControl, CallError};
@@ -26,6 +27,8 @@ pub enum HangupReason {
     NoAck,
     /// The endpoint shut down.
     Shutdown,
+    /// hark transferred the caller elsewhere (REFER succeeded) and left the call.
+    Transferred,
 }
 
 /// Something the far end did during a call.
@@ -99,6 +102,11 @@ impl IncomingCall {
             .flatten()
     }
 
+    /// An event already reported, without waiting (`None` if there is none now).
+    pub fn try_next_event(&mut self) -> Option<CallEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// The call's controls, to hand to the session (hang up from a tool, the engine's end).
     pub fn control(&self) -> Arc<CallHandle> {
         self.control.clone()
@@ -126,6 +134,17 @@ impl std::fmt::Debug for CallHandle {
     }
 }
 
+impl CallHandle {
+    /// Transfers the caller to `target` (a `sip:` URI, `tel:` URI, number or user; bare ones
+    /// go on `[sip].domain`, or the caller's host without one) by REFER, and follows the
+    /// NOTIFYs for up to `limit`. `Ok` once the target answered: hark has then left the call
+    /// (BYE). On failure the call stays up and the error says why in words a person can be
+    /// told ("the line was busy", "nobody answered", "the transfer was refused").
+    pub async fn transfer_within(&self, target: &str, limit: Duration) -> Result<(), CallError> {
+        self.shared.transfer(&self.call_id, target, limit).await
+    }
+}
+
 #[async_trait]
 impl CallControl for CallHandle {
     /// Sends BYE (answered call) or 603 Decline (still ringing); waits for the BYE's response.
@@ -133,9 +152,10 @@ impl CallControl for CallHandle {
         self.shared.hangup(&self.call_id, reason).await
     }
 
-    /// REFER is not implemented yet.
-    async fn transfer(&self, _target: &str) -> Result<(), CallError> {
-        Err(CallError::Unsupported)
+    /// Blind transfer by REFER, waiting up to [`TRANSFER_TIMEOUT`] for the outcome; see
+    /// [`CallHandle::transfer_within`].
+    async fn transfer(&self, target: &str) -> Result<(), CallError> {
+        self.transfer_within(target, TRANSFER_TIMEOUT).await
     }
 
     /// DTMF is sent in the media (RFC 4733) by the RTP layer, not by signalling.

@@ -26,6 +26,7 @@
 //! - [`register`]: keeping the device registered.
 //! - [`call`]: the call handle the engine uses.
 //! - [`outbound`]: calls hark places.
+//! - [`refer`]: blind transfer by REFER (target URI, sipfrag NOTIFYs, outcome).
 //! - [`ua`]: the endpoint tying them together.
 //! - [`media`]: RTP, G.711, the jitter buffer, DTMF, and the per-call media session.
 
@@ -34,6 +35,7 @@ pub mod digest;
 pub mod media;
 pub mod message;
 pub mod outbound;
+pub mod refer;
 pub mod register;
 pub mod sdp;
 pub mod transport;

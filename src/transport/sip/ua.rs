@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::call::{CallEvent, CallHandle, HangupReason, IncomingCall};
 use super::message::{uri_host_port, uri_of, Message, StartLine, MAX_MESSAGE};
+use super::refer::{self, ReferProgress};
 use super::register::{self, Registrar, RegistrationState};
 use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
 use super::transport::{branch, token, SipSocket, T1, T2};
@@ -25,7 +26,7 @@ use crate::providers::http::ApiKey;
 use crate::transport::CallError;
 
 /// Methods the endpoint handles, for `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
 /// How long a transaction's response is kept to answer retransmissions (64·T1).
 const RESPONSE_CACHE: Duration = Duration::from_secs(32);
 /// Most responses kept for retransmissions at once.
@@ -111,9 +112,18 @@ pub(super) struct CallState {
     pub(super) events: mpsc::Sender<CallEvent>,
 }
 
+/// A transfer under way: REFER sent in the dialog with `local_tag`; NOTIFYs update `progress`.
+/// Kept apart from the call so a NOTIFY that arrives after the caller's BYE still counts.
+pub(super) struct TransferSlot {
+    local_tag: String,
+    progress: watch::Sender<ReferProgress>,
+}
+
 #[derive(Default)]
 pub(super) struct State {
     pub(super) calls: HashMap<String, CallState>,
+    /// Transfers waiting for their outcome, by Call-ID.
+    transfers: HashMap<String, TransferSlot>,
     /// Last response per (branch, method), for retransmitted requests.
     answered: HashMap<(String, String), (Vec<u8>, Instant)>,
     registrar_ip: Option<IpAddr>,
@@ -424,6 +434,7 @@ impl Shared {
                 self.respond(&msg, resp, src).await;
             }
             "INFO" => self.info(msg, src).await,
+            "NOTIFY" => self.notify(msg, src).await,
             _ => {
                 let mut resp = Message::response_to(&msg, 405, "Method Not Allowed", None);
                 resp.push("Allow", ALLOW);
@@ -726,6 +737,7 @@ impl Shared {
         let call = {
             let mut st = self.lock();
             if in_dialog(&st, &msg) {
+                leg_ended(&st, msg.call_id());
                 st.calls.remove(msg.call_id())
             } else {
                 None
@@ -818,7 +830,12 @@ impl Shared {
     }
 
     pub(super) async fn end_call(&self, id: &str, why: HangupReason) -> Result<(), CallError> {
-        let Some(mut call) = self.lock().calls.remove(id) else {
+        let removed = {
+            let mut st = self.lock();
+            leg_ended(&st, id);
+            st.calls.remove(id)
+        };
+        let Some(mut call) = removed else {
             return Err(CallError::Failed("the call is over".into()));
         };
         let _ = call.events.try_send(CallEvent::Hangup { reason: why });
@@ -840,6 +857,142 @@ impl Shared {
                 resp.code().unwrap_or_default()
             ))),
             Err(e) => Err(CallError::Failed(e.to_string())),
+        }
+    }
+
+    /// A NOTIFY of the implicit subscription a REFER created (RFC 3515 §2.4.4): answered 200
+    /// and fed to the transfer's progress when it matches a transfer under way (481 if not,
+    /// 489 for another event package).
+    async fn notify(&self, msg: Message, src: SocketAddr) {
+        let slot = {
+            let st = self.lock();
+            st.transfers
+                .get(msg.call_id())
+                .filter(|s| msg.to_tag().as_deref() == Some(s.local_tag.as_str()))
+                .map(|s| (s.progress.clone(), s.local_tag.clone()))
+        };
+        let Some((progress, tag)) = slot else {
+            self.reply(&msg, 481, "Subscription Does Not Exist", src)
+                .await;
+            return;
+        };
+        let event = msg.header("Event").unwrap_or_default();
+        let package = event.split(';').next().unwrap_or_default().trim();
+        if !package.eq_ignore_ascii_case("refer") {
+            self.reply_with_tag(&msg, 489, "Bad Event", &tag, src).await;
+            return;
+        }
+        self.reply_with_tag(&msg, 200, "OK", &tag, src).await;
+        let state = msg.header("Subscription-State");
+        let mut result = Ok(());
+        progress.send_modify(|p| result = p.notify(state, &msg.body));
+        match result {
+            Ok(()) => tracing::info!(
+                call = %msg.call_id(),
+                status = progress.borrow().last_code,
+                subscription = state.unwrap_or_default(),
+                "sip: transfer progress"
+            ),
+            Err(e) => self.malformed(src, &format!("NOTIFY for a transfer: {e}")),
+        }
+    }
+
+    /// Blind transfer of answered call `id` to `target` (RFC 3515): REFER in the dialog, then
+    /// the NOTIFYs until a final result or `limit`. Success hangs up our leg (the caller is
+    /// with the target now); failure leaves the call up and says why in words.
+    pub(super) async fn transfer(
+        &self,
+        id: &str,
+        target: &str,
+        limit: Duration,
+    ) -> Result<(), CallError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (refer, literal, first_hop, source, uri, mut progress) = {
+            let mut st = self.lock();
+            if st.transfers.contains_key(id) {
+                return Err(CallError::Failed(
+                    "a transfer of this call is already under way".into(),
+                ));
+            }
+            let call = st
+                .calls
+                .get_mut(id)
+                .ok_or_else(|| CallError::Failed("the call is over".into()))?;
+            if call.phase != Phase::Confirmed {
+                return Err(CallError::Failed("the call is not answered yet".into()));
+            }
+            let uri = refer::target_uri(
+                target,
+                self.settings.domain.as_deref(),
+                uri_of(&call.remote_party),
+            )
+            .map_err(|e| CallError::Failed(e.to_string()))?;
+            call.local_cseq += 1;
+            let (mut req, literal) = self.in_dialog_request(call, "REFER");
+            req.push("Refer-To", format!("<{uri}>"))
+                .push("Referred-By", format!("<{}>", uri_of(&call.local_party)))
+                .push("Allow", ALLOW);
+            let (tx, rx) = watch::channel(ReferProgress::default());
+            let slot = TransferSlot {
+                local_tag: call.local_tag.clone(),
+                progress: tx,
+            };
+            let hop = dest_uri(call);
+            let source = call.source;
+            st.transfers.insert(id.to_owned(), slot);
+            (req, literal, hop, source, uri, rx)
+        };
+        let _guard = TransferGuard {
+            shared: self,
+            id: id.to_owned(),
+        };
+        let dest = match literal {
+            Some(d) => d,
+            None => resolve(&first_hop).await.unwrap_or(source),
+        };
+        tracing::info!(call = %id, target = %uri, "sip: transferring the caller (REFER)");
+        let answered =
+            tokio::time::timeout_at(deadline, self.socket.transact(&refer, dest, T1 * 64)).await;
+        let refer_code = match answered {
+            Ok(Ok(resp)) => resp.code(),
+            Ok(Err(e)) => {
+                tracing::warn!(call = %id, error = %e, "sip: REFER got no answer");
+                None
+            }
+            Err(_) => None,
+        };
+        if let (Some(code), Some(slot)) = (refer_code, self.lock().transfers.get(id)) {
+            slot.progress.send_modify(|p| p.refer_answered(code));
+        }
+        // Wait for the final NOTIFY; after our leg ended, only a short grace for it.
+        let mut wait_until = deadline;
+        let result = loop {
+            let now = progress.borrow_and_update().clone();
+            if let Some(outcome) = now.outcome() {
+                break outcome;
+            }
+            if refer_code.is_none() && !now.accepted {
+                break Err(refer::TransferFailure::NoAnswer);
+            }
+            if now.call_ended {
+                wait_until = wait_until.min(tokio::time::Instant::now() + refer::NOTIFY_GRACE);
+            }
+            match tokio::time::timeout_at(wait_until, progress.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => break progress.borrow().on_deadline(),
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(call = %id, target = %uri, "sip: transfer succeeded; leaving the call");
+                // The caller may have sent BYE already ("the call is over"): nothing to do.
+                let _ = self.end_call(id, HangupReason::Transferred).await;
+                Ok(())
+            }
+            Err(why) => {
+                tracing::info!(call = %id, target = %uri, reason = %why, "sip: transfer failed; the call stays up");
+                Err(CallError::Failed(why.to_string()))
+            }
         }
     }
 
@@ -867,6 +1020,25 @@ impl Shared {
         let literal = uri_host_port(&dest_uri(call))
             .and_then(|(h, p)| h.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, p)));
         (req, literal)
+    }
+}
+
+/// Tells a transfer waiting on call `id` that our leg ended.
+fn leg_ended(st: &State, id: &str) {
+    if let Some(slot) = st.transfers.get(id) {
+        slot.progress.send_modify(ReferProgress::leg_ended);
+    }
+}
+
+/// Removes a transfer's slot when its waiter finishes (or is cancelled).
+struct TransferGuard<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl Drop for TransferGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().transfers.remove(&self.id);
     }
 }
 
