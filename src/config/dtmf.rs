@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn a_mistake_in_hark_toml_names_the_file_line_and_key() {
+        let text = "[agent]\ninstructions = \"x\"\n\n[agent.dtmf]\n[[agent.dtmf.keys]]\n\
+                    digits = \"9\"\nend_call = true\n[[agent.dtmf.keys]]\ndigits = \"91\"\n\
+                    say = \"a\"\n";
+        let err = crate::config::Config::parse(text, std::path::Path::new("hark.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("hark.toml:9: agent.dtmf.keys[1].digits: \"91\" and keys[0]'s \"9\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_menu_of_say_transfer_and_end_call_is_valid() {
         let c = parse(
             "[[keys]]\ndigits = \"0\"\nsay = \"Connecting you.\"\ntransfer = \"sip:desk@pbx\"\n\
