@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::dtmf::DtmfConfig;
 use crate::agent::builtin::BuiltinTool;
 use crate::agent::mcp::{McpError, McpServerConfig};
 use crate::agent::webhook::{WebhookConfig, WebhookError};
@@ -76,6 +77,9 @@ pub struct AgentConfig {
     /// `[[agent.mcp_servers]]`: MCP servers whose tools the LLM may call.
     #[serde(default)]
     pub mcp_servers: Vec<McpServerConfig>,
+    /// `[agent.dtmf]`: keys a caller presses mapped to actions, or collected for the LLM.
+    #[serde(default)]
+    pub dtmf: DtmfConfig,
 }
 
 /// `[agent.eou]`: the end-of-utterance wait (the spec's `EOUConfig`).
@@ -305,6 +309,7 @@ impl AgentConfig {
             thinking_audio: None,
             webhooks: Vec::new(),
             mcp_servers: Vec::new(),
+            dtmf: DtmfConfig::default(),
         }
     }
 
@@ -420,6 +425,9 @@ impl AgentConfig {
                 ));
             }
         }
+        self.dtmf
+            .validate()
+            .map_err(|(key, message)| issue(format!("dtmf.{key}"), message))?;
         self.validate_tools()
     }
 

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod audio;
+pub mod dtmf;
 pub mod entries;
 mod env;
 mod lines;

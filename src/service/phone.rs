@@ -9,27 +9,37 @@
 //! (the media ring holds 2 s). The call ends when the caller hangs up (the session is closed),
 //! when the session ends (the agent's `end_call`, the wake-up timer's goodbye: hark sends BYE),
 //! or when the endpoint shuts down.
+//!
+//! Keys the caller presses (RFC 4733, SIP INFO or in-band) go through the call's
+//! [`DtmfHandler`]: each is reported as [`PhoneEvent::Dtmf`], mapped sequences act (say,
+//! transfer, end the call) and other entries reach the LLM as a user turn. The agent's
+//! `send_dtmf` tool sends RFC 4733 events in the call's media.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+
+use async_trait::async_trait;
 
 use tokio::sync::broadcast;
 
 use crate::agent::configured::{ConfiguredAgent, ConfiguredAgentError};
 use crate::agent::{Agent, ToolContext};
+use crate::config::dtmf::DtmfConfig;
 use crate::config::{Config, ListenConfig, ProvidersError};
 use crate::listen::live::{Listener, Live, LiveInput};
 use crate::listen::models::ModelStore;
 use crate::listen::{ListenError, ListenEvent, Models};
 use crate::session::{
-    AgentSession, Providers, SessionError, SessionEvent, SessionInput, SessionOptions, UserInput,
+    AgentSession, AgentState, Providers, SessionError, SessionEvent, SessionHandle, SessionInput,
+    SessionOptions, UserInput,
 };
+use crate::telephony::dtmf::{DtmfAction, DtmfHandler};
 use crate::transport::local::PIPELINE_RATE;
-use crate::transport::sip::media::{
-    parse_info, DtmfDigit, MediaConfig, MediaEvent, RtpSession, G711,
+use crate::transport::sip::media::{parse_info, MediaConfig, MediaEvent, RtpSession, G711};
+use crate::transport::sip::{
+    CallEvent, CallHandle, Endpoint, EndpointError, HangupReason, IncomingCall,
 };
-use crate::transport::sip::{CallEvent, Endpoint, EndpointError, HangupReason, IncomingCall};
-use crate::transport::CallControl;
+use crate::transport::{CallControl, CallError};
 
 /// What the endpoint reports, per call (for logs and tests).
 #[derive(Debug, Clone)]
@@ -113,6 +123,8 @@ struct Shared {
     agent: Arc<dyn Agent>,
     providers: Providers,
     options: SessionOptions,
+    /// `[agent.dtmf]`: what the caller's keys do.
+    dtmf: DtmfConfig,
     listen: ListenConfig,
     store: ModelStore,
     /// Models returned by finished calls, ready for the next (loading costs ~0.1 s).
@@ -146,6 +158,7 @@ pub async fn run(
             ..providers
         },
         options,
+        dtmf: agent_config.dtmf.clone(),
         listen: config.listen.clone(),
         store,
         idle_models: Mutex::new(Vec::new()),
@@ -223,11 +236,16 @@ async fn serve(
     call.answer()
         .await
         .map_err(|e| PhoneError::Call(format!("answer: {e}")))?;
-    let control: Arc<dyn CallControl> = call.control();
+    let handle_sip = call.control();
     // The socket moves to the media; the call's events stay here.
     let (socket, mut call_events) = call.into_parts();
     let (rtp, streams) =
         RtpSession::start(socket, media_config).map_err(|e| PhoneError::Call(e.to_string()))?;
+    let rtp = Arc::new(rtp);
+    let control: Arc<dyn CallControl> = Arc::new(PhoneCall {
+        sip: handle_sip,
+        rtp: Arc::downgrade(&rtp),
+    });
     let mut media_events = streams.events;
 
     let session = AgentSession::start(
@@ -264,6 +282,14 @@ async fn serve(
     tracing::info!(call = %id, "call answered");
 
     let handle = session.handle();
+    let mut keys = DtmfHandler::new(shared.dtmf.clone());
+    let (events, call) = (shared.events.clone(), id.clone());
+    keys.set_callback(move |digit| {
+        let _ = events.send(PhoneEvent::Dtmf {
+            call: call.clone(),
+            digit,
+        });
+    });
     let closed = session.closed();
     tokio::pin!(closed);
     let mut reason = None;
@@ -288,7 +314,7 @@ async fn serve(
                 }
                 Some(CallEvent::Info { content_type, body }) => {
                     match parse_info(&content_type, &String::from_utf8_lossy(&body)) {
-                        Ok(d) => dtmf(shared, &id, d.digit),
+                        Ok(d) => dtmf(&mut keys, &handle, &id, d.digit.to_char()),
                         Err(e) => tracing::warn!(call = %id, error = %e, "INFO body ignored"),
                     }
                 }
@@ -298,8 +324,13 @@ async fn serve(
                     tracing::warn!(call = %id, remote = %m.remote, "re-INVITE moved the media; the first address is kept")
                 }
             },
+            _ = sleep_until_or_never(keys.deadline()), if reason.is_none() => {
+                if let Some(action) = keys.expire(tokio::time::Instant::now()) {
+                    act(&handle, &id, action);
+                }
+            }
             Some(e) = media_events.recv() => match e {
-                MediaEvent::Dtmf { digit, .. } => dtmf(shared, &id, digit),
+                MediaEvent::Dtmf { digit, .. } => dtmf(&mut keys, &handle, &id, digit.to_char()),
                 MediaEvent::Latched(addr) => tracing::debug!(call = %id, %addr, "RTP latched"),
             },
         }
@@ -316,6 +347,7 @@ async fn serve(
         }
     };
     let stats = rtp.stats().clone();
+    // The session may outlive the call a moment; its controls hold the media only weakly.
     drop(rtp);
     if let Some(models) = live.stop()? {
         shared.idle_models.lock().expect("model pool").push(models);
@@ -344,12 +376,116 @@ fn pending_hangup(events: &mut tokio::sync::mpsc::Receiver<CallEvent>) -> Option
     None
 }
 
-fn dtmf(shared: &Shared, call: &str, digit: DtmfDigit) {
+/// A key from the caller: to the handler (whose callback reports it), and its action, if any.
+fn dtmf(keys: &mut DtmfHandler, session: &SessionHandle, call: &str, digit: char) {
     tracing::info!(call, %digit, "DTMF");
-    let _ = shared.events.send(PhoneEvent::Dtmf {
-        call: call.to_string(),
-        digit: digit.to_string().chars().next().unwrap_or('?'),
+    if let Some(action) = keys.digit(digit, tokio::time::Instant::now()) {
+        act(session, call, action);
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one (a `select!` branch that never fires).
+async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a mapped key's `say` may take to play before its transfer or hangup goes ahead.
+const SAY_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Does what a key asked, on its own task: saying waits for playback, and the call loop must
+/// go on reading events meanwhile.
+fn act(session: &SessionHandle, call: &str, action: DtmfAction) {
+    tracing::info!(call, ?action, "DTMF action");
+    let (session, call) = (session.clone(), call.to_string());
+    tokio::spawn(async move {
+        match action {
+            DtmfAction::Collected { prompt, .. } => {
+                if let Err(e) = session.reply(prompt, false, true).await {
+                    tracing::warn!(call, error = %e, "typed keys not handed to the LLM");
+                }
+            }
+            DtmfAction::Mapped {
+                digits,
+                say,
+                transfer,
+                end_call,
+            } => {
+                if let Some(text) = say {
+                    // Not interruptible (it announces the action). Played out, not just
+                    // synthesised: the agent is back to listening after
+                    // speaking (the utterance's handle is done while the RTP ring still holds
+                    // the end of it).
+                    let mut events = session.subscribe();
+                    match session.say(text, false).await {
+                        Ok(utterance) => {
+                            let spoken = async {
+                                utterance.wait().await;
+                                let mut spoke = false;
+                                loop {
+                                    let e = match events.recv().await {
+                                        Ok(e) => e,
+                                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                                        Err(broadcast::error::RecvError::Closed) => break,
+                                    };
+                                    if let SessionEvent::AgentStateChanged { state } = e {
+                                        spoke |= state == AgentState::Speaking;
+                                        if spoke && state != AgentState::Speaking {
+                                            break;
+                                        }
+                                    }
+                                }
+                            };
+                            if tokio::time::timeout(SAY_LIMIT, spoken).await.is_err() {
+                                tracing::warn!(call, "DTMF `say` did not finish playing");
+                            }
+                        }
+                        Err(e) => tracing::warn!(call, error = %e, "DTMF `say` refused"),
+                    }
+                }
+                if let Some(target) = transfer {
+                    if let Err(e) = session.transfer(&target).await {
+                        tracing::warn!(call, %target, error = %e, "DTMF transfer failed");
+                    }
+                } else if end_call {
+                    session
+                        .hangup(&format!("the caller pressed {digits}"))
+                        .await;
+                }
+            }
+        }
     });
+}
+
+/// A call's controls as the session sees them: signalling (hangup, transfer) by the SIP call,
+/// DTMF by its media as RFC 4733 events.
+struct PhoneCall {
+    sip: Arc<CallHandle>,
+    /// Weak: the call loop owns the media and ends it when the call ends.
+    rtp: Weak<RtpSession>,
+}
+
+#[async_trait]
+impl CallControl for PhoneCall {
+    async fn hangup(&self, reason: &str) -> Result<(), CallError> {
+        self.sip.hangup(reason).await
+    }
+
+    async fn transfer(&self, target: &str) -> Result<(), CallError> {
+        self.sip.transfer(target).await
+    }
+
+    async fn send_dtmf(&self, digits: &str) -> Result<(), CallError> {
+        let rtp = self
+            .rtp
+            .upgrade()
+            .ok_or_else(|| CallError::Failed("the call's media has ended".into()))?;
+        rtp.send_dtmf(digits)
+            .await
+            .map_err(|e| CallError::Failed(e.to_string()))
+    }
 }
 
 /// A finished call's models, or freshly loaded ones (on a blocking thread: it takes ~0.1 s).

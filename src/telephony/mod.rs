@@ -1,4 +1,5 @@
-//! Telephony features above the transport: voicemail detection now; DTMF handling and
-//! transfers join it with the SIP work.
+//! Telephony features above the transport: voicemail detection, DTMF handling; transfers join
+//! them with the SIP work.
 
+pub mod dtmf;
 pub mod voicemail;

@@ -99,6 +99,29 @@ impl Concierge {
         .await
     }
 
+    /// The servers, the concierge answering with 0.75 s of tone and pressing `digits` on the
+    /// call with the built-in `send_dtmf` tool (the agent needs `builtin_tools = ["send_dtmf"]`
+    /// and `max_tool_depth = 1`: the LLM is asked once).
+    pub(crate) async fn pressing(digits: &str) -> Concierge {
+        let tone: Vec<u8> = (0..18_000)
+            .flat_map(|i| ((((i as f32) * 0.05).sin() * 8000.0) as i16).to_le_bytes())
+            .collect();
+        let arguments = json!({ "digits": digits }).to_string();
+        Self::with_voice_and_answer(
+            tone,
+            vec![
+                chat_chunk(json!({"content": "Pressing it now."}), None),
+                chat_chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "call_keys", "type": "function",
+                        "function": {"name": "send_dtmf", "arguments": arguments}}]}),
+                    None,
+                ),
+                chat_chunk(json!({}), Some("tool_calls")),
+            ],
+        )
+        .await
+    }
+
     /// The servers, the LLM streaming `answer` (chat completion chunks after the role).
     async fn with_voice_and_answer(pcm: Vec<u8>, answer: Vec<String>) -> Concierge {
         // Deepgram: interim results while audio flows, the final when hark sends Finalize (local

@@ -186,3 +186,197 @@ async fn the_agent_says_goodbye_and_hangs_up_with_end_call() {
     stop.send(()).unwrap();
     run.await.unwrap().unwrap();
 }
+
+/// `seconds` of silence: a caller who only presses keys.
+fn silence(seconds: f64) -> hark::audio::Audio {
+    hark::audio::Audio {
+        rate: RATE,
+        samples: vec![0.0; (seconds * RATE as f64) as usize],
+    }
+}
+
+/// The endpoint on `toml` and a silent baresip that has called it; returns once hark reports
+/// the call started and baresip reports it established.
+async fn call_in(
+    toml: &str,
+    microphone: &hark::audio::Audio,
+) -> (
+    broadcast::Receiver<PhoneEvent>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), PhoneError>>,
+    Baresip,
+) {
+    let (mut rx, stop, run, address) = start_phone(toml).await;
+    let mut phone = Baresip::start_with("caller", None, false, Some(microphone));
+    phone.command("dial", &format!("sip:agent@{address}"));
+    until(&mut rx, Duration::from_secs(20), |e| {
+        matches!(e, PhoneEvent::CallStarted { .. })
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        phone.wait_event(&["CALL_ESTABLISHED"], Duration::from_secs(10))
+    });
+    (rx, stop, run, phone)
+}
+
+/// The keys in the endpoint's `Dtmf` events until `count` have come.
+async fn keys(rx: &mut broadcast::Receiver<PhoneEvent>, count: usize) -> (String, Vec<String>) {
+    let mut digits = String::new();
+    let seen = until(rx, Duration::from_secs(15), |e| {
+        if let PhoneEvent::Dtmf { digit, .. } = e {
+            digits.push(*digit);
+        }
+        digits.chars().count() == count
+    })
+    .await;
+    (digits, seen)
+}
+
+/// baresip sends `1024#` as RFC 4733 events: every key reaches the call's DTMF handler in order
+/// (the `0` too, which the Python handler drops as falsy), and the entry up to `#` reaches the
+/// LLM as the caller's turn, which the agent answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_pressed_on_the_phone_reach_the_handler_in_order_and_the_entry_reaches_the_llm() {
+    assert!(
+        peers_installed(),
+        "baresip and kamailio are not installed: run scripts/setup.sh --test"
+    );
+    let concierge = Concierge::start().await;
+    let toml = format!(
+        "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
+        concierge.toml
+    );
+    let (mut rx, stop, run, mut phone) = call_in(&toml, &silence(20.0)).await;
+    assert!(
+        concierge.llm.received().is_empty(),
+        "nobody spoke yet, so the LLM was not asked"
+    );
+
+    phone.command("sndcode", "1024#");
+    let (digits, seen) = keys(&mut rx, 5).await;
+    assert_eq!(digits, "1024#", "{seen:#?}");
+
+    let seen = until(&mut rx, Duration::from_secs(20), |e| {
+        matches!(
+            e,
+            PhoneEvent::Session {
+                event: SessionEvent::AgentStateChanged {
+                    state: AgentState::Speaking
+                },
+                ..
+            }
+        )
+    })
+    .await;
+    let request = crate::sse_server::only_request(&concierge.llm);
+    let messages = request.body["messages"].as_array().unwrap();
+    let last = messages.last().unwrap();
+    assert_eq!(last["role"], "user", "{messages:#?}");
+    assert_eq!(last["content"], "The caller typed: 1024", "{seen:#?}");
+    assert!(
+        tokio::task::block_in_place(|| phone.log()).contains("send DTMF digit: '0'"),
+        "baresip sent the keys as events"
+    );
+
+    phone.command("hangup", "");
+    until(&mut rx, Duration::from_secs(10), |e| {
+        matches!(e, PhoneEvent::CallEnded { .. })
+    })
+    .await;
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
+/// A sequence mapped in `[agent.dtmf]` acts instead of reaching the LLM: `*9` makes the agent
+/// say goodbye and hang up (hark sends BYE; the phone sees the call close after the goodbye).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_key_sequence_says_goodbye_and_ends_the_call() {
+    assert!(
+        peers_installed(),
+        "baresip and kamailio are not installed: run scripts/setup.sh --test"
+    );
+    let concierge = Concierge::start().await;
+    let toml = format!(
+        "{}\n[agent.dtmf]\n[[agent.dtmf.keys]]\ndigits = \"*9\"\nsay = \"Goodbye.\"\n\
+         end_call = true\n\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
+        concierge.toml
+    );
+    let (mut rx, stop, run, mut phone) = call_in(&toml, &silence(20.0)).await;
+
+    phone.command("sndcode", "*9");
+    let (digits, seen) = keys(&mut rx, 2).await;
+    assert_eq!(digits, "*9", "{seen:#?}");
+    let seen = until(&mut rx, Duration::from_secs(20), |e| {
+        matches!(e, PhoneEvent::CallEnded { .. })
+    })
+    .await;
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains(&format!("{:?}", HangupReason::Local)),
+        "hark hung up: {seen:#?}"
+    );
+    tokio::task::block_in_place(|| phone.wait_event(&["CALL_CLOSED"], Duration::from_secs(10)));
+    assert!(
+        concierge.llm.received().is_empty(),
+        "a mapped sequence is not handed to the LLM"
+    );
+    let said: Vec<String> = concierge
+        .speech
+        .received()
+        .iter()
+        .map(|r| r.body["input"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(said.concat().trim(), "Goodbye.");
+    let heard = phone.heard();
+    let loud =
+        heard[0].samples.iter().filter(|s| s.abs() > 0.05).count() as f64 / heard[0].rate as f64;
+    assert!(
+        loud > 0.4,
+        "the goodbye was cut: {loud:.2} s of it heard; {seen:#?}"
+    );
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
+/// The agent's `send_dtmf` tool presses keys on the call: they go out as RFC 4733 events and
+/// baresip reports receiving each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_send_dtmf_tool_sends_rfc_4733_events_the_phone_receives() {
+    assert!(
+        peers_installed(),
+        "baresip and kamailio are not installed: run scripts/setup.sh --test"
+    );
+    let concierge = Concierge::pressing("407").await;
+    let toml = format!(
+        "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
+        concierge.toml.replacen(
+            "[agent]\n",
+            "[agent]\nbuiltin_tools = [\"send_dtmf\"]\nmax_tool_depth = 1\n",
+            1
+        )
+    );
+    let (mut rx, stop, run, mut phone) = call_in(&toml, &question()).await;
+    let seen = until(&mut rx, Duration::from_secs(30), |e| {
+        format!("{e:?}").contains("send_dtmf")
+    })
+    .await;
+    tokio::task::block_in_place(|| {
+        phone.wait_log("received event: '7' (end=1)", Duration::from_secs(10))
+    });
+    let log = phone.log();
+    let at = |d: char| {
+        log.find(&format!("received event: '{d}' (end=1)"))
+            .unwrap_or_else(|| panic!("baresip did not receive {d}: {log}\n{seen:#?}"))
+    };
+    assert!(at('4') < at('0') && at('0') < at('7'), "in order: {log}");
+    assert_eq!(log.matches("(end=1)").count(), 3, "once each: {log}");
+
+    phone.command("hangup", "");
+    until(&mut rx, Duration::from_secs(10), |e| {
+        matches!(e, PhoneEvent::CallEnded { .. })
+    })
+    .await;
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
