@@ -293,6 +293,27 @@ impl Baresip {
         auto_answer: bool,
         microphone: Option<&hark::audio::Audio>,
     ) -> Baresip {
+        // baresip 1.0 also binds TLS on its SIP port + 1 whatever `sip_transports` says, and
+        // that port may be taken by another test's peer: then it exits, and is started again
+        // on other ports.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(user, registrar, auto_answer, microphone) {
+                Ok(b) => return b,
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("baresip's ctrl_tcp did not open:\n{log}"),
+            }
+        }
+        panic!("baresip found no free ports in 5 tries:\n{last}");
+    }
+
+    /// One attempt of [`Baresip::start_with`]: baresip, or its log if it did not come up.
+    fn try_start(
+        user: &str,
+        registrar: Option<(SocketAddr, &str)>,
+        auto_answer: bool,
+        microphone: Option<&hark::audio::Audio>,
+    ) -> Result<Baresip, String> {
         let answermode = if auto_answer { "auto" } else { "manual" };
         let tone = || hark::audio::Audio {
             rate: 8000,
@@ -356,26 +377,31 @@ impl Baresip {
             .spawn()
             .expect("baresip starts");
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut child = child;
         let ctrl = loop {
             match TcpStream::connect(("127.0.0.1", ctrl_port)) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
+                Err(_)
+                    if Instant::now() < deadline && child.try_wait().ok().flatten().is_none() =>
+                {
                     std::thread::sleep(Duration::from_millis(50))
                 }
-                Err(e) => panic!(
-                    "baresip's ctrl_tcp did not open: {e}\n{}",
-                    std::fs::read_to_string(dir.0.join("baresip.log")).unwrap_or_default()
-                ),
+                Err(e) => {
+                    terminate(&mut child);
+                    let log =
+                        std::fs::read_to_string(dir.0.join("baresip.log")).unwrap_or_default();
+                    return Err(format!("{e}\n{log}"));
+                }
             }
         };
-        Baresip {
+        Ok(Baresip {
             child,
             ctrl,
             buf: Vec::new(),
             sip_addr: SocketAddr::from(([127, 0, 0, 1], sip_port)),
             events: Vec::new(),
             dir,
-        }
+        })
     }
 
     /// Sends a command (`dial sip:...` → command `dial`, params `sip:...`).
