@@ -349,7 +349,11 @@ async fn serve(
     let stats = rtp.stats().clone();
     // The session may outlive the call a moment; its controls hold the media only weakly.
     drop(rtp);
-    if let Some(models) = live.stop()? {
+    // Joining the front end's thread waits for its current frame: not on a runtime worker.
+    let stopped = tokio::task::spawn_blocking(move || live.stop())
+        .await
+        .map_err(|e| PhoneError::Call(format!("stopping the front end: {e}")))?;
+    if let Some(models) = stopped? {
         shared.idle_models.lock().expect("model pool").push(models);
     }
     tracing::info!(
@@ -415,9 +419,8 @@ fn act(session: &SessionHandle, call: &str, action: DtmfAction) {
             } => {
                 if let Some(text) = say {
                     // Not interruptible (it announces the action). Played out, not just
-                    // synthesised: the agent is back to listening after
-                    // speaking (the utterance's handle is done while the RTP ring still holds
-                    // the end of it).
+                    // synthesised: the agent is back to listening after speaking (the
+                    // utterance's handle is done while the RTP ring still holds its end).
                     let mut events = session.subscribe();
                     match session.say(text, false).await {
                         Ok(utterance) => {
