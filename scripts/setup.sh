@@ -48,6 +48,9 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 if (( test_deps )); then
   rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
     || rustup target add aarch64-unknown-linux-gnu
+  # cargo fuzz: scripts/test.sh runs the SIP/SDP/RTP parsers' fuzz targets (fuzz/) with it, on
+  # the stable toolchain (--sanitizer none); installed once.
+  command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 fi
 
 # Python's pip only downloads wheels here; nothing is installed into the system Python.

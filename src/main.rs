@@ -81,6 +81,15 @@ enum Command {
     /// Run the configured agent as a daemon (systemd's `hark run`): on the local sound card, or
     /// as a SIP phone endpoint when the config has a `[sip]` section.
     Run,
+    /// Call someone with the configured agent over `[sip]` (with `[agent.voicemail]`'s
+    /// answering-machine detection, if set) and return when the call ends.
+    Call {
+        /// Who to call: a SIP URI such as `sip:alice@pbx.example.com`.
+        target: String,
+        /// Seconds to let it ring.
+        #[arg(long, default_value_t = 60.0)]
+        ring: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -298,6 +307,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Console => kiosk(&config, &store, true),
         Command::Run if config.sip.is_some() => phone(&config, &store),
+        Command::Call { target, ring } => place_call(&config, &store, &target, ring),
         Command::Run => kiosk(&config, &store, false),
         Command::Models => {
             println!(
@@ -580,6 +590,51 @@ fn phone(config: &Config, store: &ModelStore) -> Result<(), Failure> {
         let result = phone::run(config, store.clone(), events, terminated()).await;
         log.abort();
         result.map_err(fail)
+    })
+}
+
+/// `hark call`: one outbound call with the agent; prints how it ended.
+fn place_call(config: &Config, store: &ModelStore, target: &str, ring: f64) -> Result<(), Failure> {
+    use hark::service::phone::{self, PhoneEvent};
+    use hark::session::SessionEvent;
+    if config.sip.is_none() {
+        return Err(fail(phone::PhoneError::NoSip));
+    }
+    if !(ring.is_finite() && ring > 0.0 && ring <= 600.0) {
+        return Err(fail(format!(
+            "--ring: expected seconds between 0 and 600, got {ring}"
+        )));
+    }
+    let runtime = daemon_runtime()?;
+    runtime.block_on(async {
+        let (events, mut rx) = tokio::sync::broadcast::channel(256);
+        let log = tokio::spawn(async move {
+            while let Ok(e) = rx.recv().await {
+                match e {
+                    PhoneEvent::CallStarted { call, .. } => println!("-- answered ({call})"),
+                    PhoneEvent::Session { event, .. } => match event {
+                        SessionEvent::UserTurn { text } => println!("callee: {text}"),
+                        SessionEvent::AgentText { text } => println!("agent:  {text}"),
+                        SessionEvent::Voicemail { detected } => println!(
+                            "-- {}",
+                            if detected {
+                                "voicemail detected"
+                            } else {
+                                "a person answered"
+                            }
+                        ),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        });
+        let ring = std::time::Duration::from_secs_f64(ring);
+        let result = phone::call(config, store.clone(), events, target, ring, terminated()).await;
+        log.abort();
+        let reason = result.map_err(fail)?;
+        println!("-- call ended: {reason:?}");
+        Ok(())
     })
 }
 

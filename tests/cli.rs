@@ -268,3 +268,35 @@ fn a_bad_agent_config_names_file_line_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn call_without_a_sip_section_is_a_clear_error() {
+    let cfg = scratch("callnosip").join("hark.toml");
+    std::fs::write(&cfg, "[agent]\ninstructions = \"Be brief.\"\n").unwrap();
+    let o = hark(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "call",
+        "sip:alice@127.0.0.1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("needs a [sip] section"), "{err}");
+}
+
+#[test]
+fn a_warm_transfer_tool_without_a_supervisor_names_the_missing_section() {
+    let cfg = scratch("warmnodest").join("hark.toml");
+    std::fs::write(
+        &cfg,
+        "[agent]\ninstructions = \"Be brief.\"\nbuiltin_tools = [\"warm_transfer\"]\n",
+    )
+    .unwrap();
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("agent.builtin_tools") && err.contains("[agent.warm_transfer]"),
+        "{err}"
+    );
+}

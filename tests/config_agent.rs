@@ -224,11 +224,11 @@ fn an_unknown_builtin_tool_lists_the_valid_ones() {
     assert_eq!(
         msg,
         "hark.toml:5: agent.builtin_tools[1]: unknown built-in tool \"hang_up\"; \
-         expected one of end_call, transfer_call, send_dtmf"
+         expected one of end_call, transfer_call, send_dtmf, warm_transfer"
     );
     assert_eq!(
         builtin_tool_names(),
-        ["end_call", "transfer_call", "send_dtmf"]
+        ["end_call", "transfer_call", "send_dtmf", "warm_transfer"]
     );
 }
 

@@ -4,7 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hark::config::SipConfig;
@@ -14,46 +14,9 @@ use hark::transport::sip::{
 };
 use hark::transport::CallControl;
 use support::sip_peers::{peers_installed, Baresip, Kamailio, DOMAIN};
+use support::sip_setup::{blocking, captured_logs, config, logs_text, registered};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Every log line any test produced, to check no password reaches the log.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        buf
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs_text() -> String {
-    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
-}
-
-fn config(text: &str) -> SipConfig {
-    let c: SipConfig = toml::from_str(text).unwrap();
-    c.validate().unwrap();
-    c
-}
 
 /// A direct-call endpoint on loopback that lets loopback peers call.
 fn direct_config(extra: &str) -> SipConfig {
@@ -62,21 +25,6 @@ fn direct_config(extra: &str) -> SipConfig {
         20000 + (std::process::id() % 200) * 40,
         20000 + (std::process::id() % 200) * 40 + 39
     ))
-}
-
-/// Runs blocking peer I/O without stalling the endpoint's tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
-async fn registered(ep: &Endpoint) -> RegistrationState {
-    let mut rx = ep.registration();
-    let state = tokio::time::timeout(WAIT, rx.wait_for(|s| !matches!(s, RegistrationState::Off)))
-        .await
-        .expect("a registration outcome within 10 s")
-        .unwrap()
-        .clone();
-    state
 }
 
 macro_rules! need_peers {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::tool::{Tool, ToolContext, ToolError, ToolOutput, ToolSpec};
+use crate::telephony::warm_transfer::HOLD_LINE;
 use crate::transport::CallControl;
 
 /// The longest DTMF string one call may send.
@@ -36,14 +37,18 @@ pub enum BuiltinTool {
     TransferCall,
     /// `send_dtmf`: send touch-tone digits (IVR menus, extensions).
     SendDtmf,
+    /// `warm_transfer`: put the caller on hold, brief a supervisor (`[agent.warm_transfer]`)
+    /// and join them if the supervisor agrees.
+    WarmTransfer,
 }
 
 impl BuiltinTool {
     /// Every built-in tool, in the order they are documented.
-    pub const ALL: [BuiltinTool; 3] = [
+    pub const ALL: [BuiltinTool; 4] = [
         BuiltinTool::EndCall,
         BuiltinTool::TransferCall,
         BuiltinTool::SendDtmf,
+        BuiltinTool::WarmTransfer,
     ];
 
     /// The tool's name, as the LLM and the config know it.
@@ -52,6 +57,7 @@ impl BuiltinTool {
             BuiltinTool::EndCall => "end_call",
             BuiltinTool::TransferCall => "transfer_call",
             BuiltinTool::SendDtmf => "send_dtmf",
+            BuiltinTool::WarmTransfer => "warm_transfer",
         }
     }
 
@@ -118,6 +124,13 @@ impl BuiltinTool {
                     "required": ["digits"]
                 }),
             ),
+            BuiltinTool::WarmTransfer => (
+                "Hand the caller to a human supervisor: the caller is put on hold while you \
+                 brief the supervisor, and connected once the supervisor agrees. Use it when \
+                 the caller asks for a person or you cannot help. Say nothing after calling \
+                 it: the caller hears a hold line, and you are told how it ends.",
+                json!({"type": "object", "properties": {}}),
+            ),
         };
         ToolSpec {
             name: self.name().to_string(),
@@ -133,8 +146,9 @@ impl fmt::Display for BuiltinTool {
     }
 }
 
-/// The names a config may list, for error messages: `end_call, transfer_call, send_dtmf`.
-pub fn builtin_tool_names() -> [&'static str; 3] {
+/// The names a config may list, for error messages: `end_call, transfer_call, send_dtmf,
+/// warm_transfer`.
+pub fn builtin_tool_names() -> [&'static str; 4] {
     BuiltinTool::ALL.map(BuiltinTool::name)
 }
 
@@ -243,6 +257,23 @@ impl Tool for Builtin {
                     a.digits
                 )))
             }
+            BuiltinTool::WarmTransfer => {
+                let call = call(cx, "it cannot be transferred")?;
+                let session = cx.session.clone().ok_or_else(|| {
+                    ToolError::Failed("this session cannot transfer calls".into())
+                })?;
+                let go = call.warm_transfer(session.clone()).await.map_err(|e| {
+                    ToolError::Failed(format!("a warm transfer is not possible: {e}"))
+                })?;
+                // Said from the tool, the hold line follows what the agent was saying.
+                let hold = session.say(HOLD_LINE, false).await.ok();
+                let _ = go.send(hold);
+                Ok(ToolOutput::Final(
+                    "The caller is on hold while a supervisor is briefed. Say nothing more now; \
+                     you will hear how it ends."
+                        .into(),
+                ))
+            }
         }
     }
 }
@@ -345,7 +376,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("\"hang_up\"") && e.contains("end_call, transfer_call, send_dtmf"),
+            e.contains("\"hang_up\"")
+                && e.contains("end_call, transfer_call, send_dtmf, warm_transfer"),
             "{e}"
         );
     }

@@ -38,6 +38,9 @@ pub enum ToolOutput {
     /// End the session once what the agent is saying has played out (then hang up the call,
     /// if there is one); the string is the reason given to the transport.
     EndCall(String),
+    /// A text result the LLM sees, that also ends the reply: no further LLM round (a tool that
+    /// took over the conversation, like a warm transfer putting the caller on hold).
+    Final(String),
 }
 
 impl std::fmt::Debug for ToolOutput {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for ToolOutput {
             ToolOutput::Text(t) => f.debug_tuple("Text").field(t).finish(),
             ToolOutput::Handoff(_, t) => f.debug_tuple("Handoff").field(t).finish(),
             ToolOutput::EndCall(r) => f.debug_tuple("EndCall").field(r).finish(),
+            ToolOutput::Final(t) => f.debug_tuple("Final").field(t).finish(),
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::session::{
     EouConfig, EouMode, InterruptConfig, InterruptMode, SessionOptions, ThinkingAudio, WakeUp,
 };
 use crate::telephony::voicemail::{self, VoicemailAction, VoicemailOptions};
+use crate::telephony::warm_transfer::WarmTransferOptions;
 
 /// `[agent]`: who the agent is, what it may do, and how the conversation is timed.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +69,10 @@ pub struct AgentConfig {
     /// `[agent.voicemail]`: detect answering machines at the start of a call; none: off.
     #[serde(default)]
     pub voicemail: Option<VoicemailConfig>,
+    /// `[agent.warm_transfer]`: the supervisor the `warm_transfer` tool briefs and hands the
+    /// caller to; none: no warm transfer.
+    #[serde(default)]
+    pub warm_transfer: Option<WarmTransferConfig>,
     /// `[agent.thinking_audio]`: a sound looped while the LLM works; none: silence.
     #[serde(default)]
     pub thinking_audio: Option<ThinkingAudioConfig>,
@@ -202,6 +207,43 @@ pub struct VoicemailConfig {
     pub message: Option<String>,
 }
 
+/// `[agent.warm_transfer]`: hold, brief a supervisor, join them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmTransferConfig {
+    /// The supervisor's SIP URI (`sip:user@host`).
+    pub destination: String,
+    /// The summariser's instructions; none: the built-in ones.
+    #[serde(default)]
+    pub summary_prompt: Option<String>,
+    /// Seconds the supervisor has to answer and be heard.
+    #[serde(default = "WarmTransferConfig::default_join")]
+    pub supervisor_join_timeout: f64,
+    /// Seconds the briefing may take before the transfer is given up.
+    #[serde(default = "WarmTransferConfig::default_briefing")]
+    pub briefing_timeout: f64,
+}
+
+impl WarmTransferConfig {
+    fn default_join() -> f64 {
+        120.0
+    }
+
+    fn default_briefing() -> f64 {
+        180.0
+    }
+
+    /// The transfer's options.
+    pub fn to_options(&self) -> WarmTransferOptions {
+        WarmTransferOptions {
+            summary_prompt: self.summary_prompt.clone(),
+            supervisor_join_timeout: Duration::from_secs_f64(self.supervisor_join_timeout),
+            briefing_timeout: Duration::from_secs_f64(self.briefing_timeout),
+            ..WarmTransferOptions::new(self.destination.trim())
+        }
+    }
+}
+
 /// The voicemail actions as written in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -306,6 +348,7 @@ impl AgentConfig {
             wake_up: None,
             preemptive_generation: false,
             voicemail: None,
+            warm_transfer: None,
             thinking_audio: None,
             webhooks: Vec::new(),
             mcp_servers: Vec::new(),
@@ -416,6 +459,38 @@ impl AgentConfig {
                     "only used with action = \"leave_message\"",
                 ));
             }
+        }
+        match &self.warm_transfer {
+            Some(w) => {
+                let d = w.destination.trim();
+                let host = d.strip_prefix("sip:").and_then(|r| r.split('@').nth(1));
+                if host.is_none_or(|h| h.is_empty()) {
+                    return Err(issue(
+                        "warm_transfer.destination",
+                        format!(
+                            "expected a SIP URI like \"sip:supervisor@pbx.example.com\", got {d:?}"
+                        ),
+                    ));
+                }
+                positive_seconds(
+                    "warm_transfer.supervisor_join_timeout",
+                    w.supervisor_join_timeout,
+                )?;
+                positive_seconds("warm_transfer.briefing_timeout", w.briefing_timeout)?;
+                if matches!(&w.summary_prompt, Some(p) if p.trim().is_empty()) {
+                    return Err(issue(
+                        "warm_transfer.summary_prompt",
+                        "must not be empty (leave the key out for the built-in one)",
+                    ));
+                }
+            }
+            None if self.builtin_tools.contains(&BuiltinTool::WarmTransfer) => {
+                return Err(issue(
+                    "builtin_tools",
+                    "\"warm_transfer\" needs an [agent.warm_transfer] section naming the supervisor",
+                ));
+            }
+            None => {}
         }
         if let Some(t) = &self.thinking_audio {
             if !(t.volume.is_finite() && t.volume >= 0.0) {

@@ -828,6 +828,7 @@ mod example {
             "ELEVENLABS_API_KEY",
             "DEEPGRAM_API_KEY",
             "SIP_PASSWORD",
+            "SIP_INBOUND_PASSWORD",
         ] {
             std::env::set_var(var, "example-value");
         }
@@ -851,7 +852,13 @@ mod example {
         assert_eq!(agent.thinking_audio.as_ref().unwrap().volume, 0.3);
         assert_eq!(
             agent.tool_names(),
-            ["end_call", "transfer_call", "send_dtmf", "book_room"]
+            [
+                "end_call",
+                "transfer_call",
+                "send_dtmf",
+                "warm_transfer",
+                "book_room"
+            ]
         );
         let hook = &agent.webhooks[0];
         assert_eq!((hook.timeout_s, hook.method), (10.0, WebhookMethod::Post));

@@ -1,4 +1,4 @@
-//! `[sip]`: the phone endpoint (SIP signalling over UDP, G.711 media).
+//! `[sip]`: the phone endpoint (SIP signalling over UDP or TCP, G.711 media).
 //!
 //! A device either registers with a registrar (a PBX, a SIP trunk, kamailio) and takes the calls
 //! it routes, or takes direct calls from the peers `allow` lists; both at once is fine.
@@ -16,8 +16,14 @@ pub enum SipTransport {
     /// SIP over UDP (RFC 3261 §18), what every phone and PBX speaks.
     #[default]
     Udp,
-    /// SIP over TCP: accepted by the parser, refused by validation until it is implemented.
+    /// SIP over TCP (RFC 3261 §18): hark listens on `bind` and opens connections to peers
+    /// (the registrar, call targets); its Contact says `;transport=tcp`, so the registrar
+    /// reaches it over TCP too. For PBXs and trunks that want TCP, or messages too large for
+    /// a datagram.
     Tcp,
+    /// SIP over TLS: named so that a config asking for it gets a clear refusal (not
+    /// implemented) rather than a parse error.
+    Tls,
 }
 
 /// `[sip]`.
@@ -30,7 +36,7 @@ pub struct SipConfig {
     /// The address written into Contact and SDP when `bind` is a wildcard (the address peers
     /// reach this device at); found from the route to the registrar when unset.
     pub public_address: Option<String>,
-    /// `udp` (default) or `tcp`.
+    /// `udp` (default) or `tcp`: one transport for all signalling (listening and sending).
     #[serde(default)]
     pub transport: SipTransport,
     /// Registrar `host[:port]` or `sip:` URI; none: no registration, direct calls only.
@@ -59,6 +65,34 @@ pub struct SipConfig {
     /// First and last local UDP port for RTP.
     #[serde(default = "default_rtp_ports")]
     pub rtp_ports: [u16; 2],
+    /// Digest-challenge every new INVITE (401, then the caller retries with `Authorization`),
+    /// on top of `allow`: a caller must come from an allowed address *and* know the password.
+    /// The realm is `domain` (or `hark`). Off by default: a PBX routing calls to its
+    /// registered extension does not expect to be challenged.
+    #[serde(default)]
+    pub inbound_auth: bool,
+    /// The user name callers authenticate as; `user` when unset.
+    pub inbound_user: Option<String>,
+    /// The password callers authenticate with (use `${VAR}`); `password` when unset. Never
+    /// logged.
+    pub inbound_password: Option<ApiKey>,
+    /// Digest algorithms offered to callers, preferred first (`MD5`, `SHA-256`). MD5 alone by
+    /// default: older phones (baresip 1.0) give up on a challenge list holding SHA-256.
+    #[serde(default = "default_inbound_algorithms")]
+    pub inbound_algorithms: Vec<String>,
+}
+
+/// What `inbound_auth` challenges callers for ([`SipConfig::inbound_credentials`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundAuth {
+    /// The realm of the challenges: `domain`, or `hark`.
+    pub realm: String,
+    /// The user name callers must give.
+    pub user: String,
+    /// Their password.
+    pub password: ApiKey,
+    /// `MD5` / `SHA-256`, preferred first, upper case.
+    pub algorithms: Vec<String>,
 }
 
 fn default_bind() -> String {
@@ -75,6 +109,9 @@ fn default_codecs() -> Vec<String> {
 }
 fn default_rtp_ports() -> [u16; 2] {
     [10000, 20000]
+}
+fn default_inbound_algorithms() -> Vec<String> {
+    vec!["MD5".into()]
 }
 
 /// A rule a `[sip]` section breaks, found after it was read.
@@ -163,6 +200,29 @@ impl SipConfig {
             .collect()
     }
 
+    /// What inbound INVITEs are challenged for, when `inbound_auth` is on (checked by
+    /// [`SipConfig::validate`]).
+    pub fn inbound_credentials(&self) -> Option<InboundAuth> {
+        if !self.inbound_auth {
+            return None;
+        }
+        let user = self.inbound_user.clone().or_else(|| self.user.clone())?;
+        let password = self
+            .inbound_password
+            .clone()
+            .or_else(|| self.password.clone())?;
+        Some(InboundAuth {
+            realm: self.domain.clone().unwrap_or_else(|| "hark".into()),
+            user,
+            password,
+            algorithms: self
+                .inbound_algorithms
+                .iter()
+                .map(|a| a.to_ascii_uppercase())
+                .collect(),
+        })
+    }
+
     /// The first rule the section breaks.
     pub fn validate(&self) -> Result<(), SipIssue> {
         self.bind_addr()?;
@@ -174,10 +234,10 @@ impl SipConfig {
                 )
             })?;
         }
-        if self.transport == SipTransport::Tcp {
+        if self.transport == SipTransport::Tls {
             return Err(issue(
                 "transport",
-                "tcp is not implemented yet; use \"udp\"",
+                "tls is not implemented; use \"udp\" or \"tcp\"",
             ));
         }
         if self.registrar.is_some() {
@@ -240,6 +300,48 @@ impl SipConfig {
                 format!("expected [low, high] with 1024 <= low < high, got [{lo}, {hi}]"),
             ));
         }
+        if self.inbound_auth {
+            if self
+                .inbound_user
+                .as_deref()
+                .or(self.user.as_deref())
+                .is_none_or(|u| u.trim().is_empty())
+            {
+                return Err(issue(
+                    "inbound_user",
+                    "inbound_auth needs a user name (inbound_user, or user)",
+                ));
+            }
+            if self
+                .inbound_password
+                .as_ref()
+                .or(self.password.as_ref())
+                .is_none_or(ApiKey::is_empty)
+            {
+                return Err(issue(
+                    "inbound_password",
+                    "inbound_auth needs a password (inbound_password, or password; use \"${VAR}\")",
+                ));
+            }
+        }
+        let algorithms: Vec<String> = self
+            .inbound_algorithms
+            .iter()
+            .map(|a| a.to_ascii_uppercase())
+            .collect();
+        if algorithms.is_empty()
+            || algorithms.iter().any(|a| a != "MD5" && a != "SHA-256")
+            || (algorithms.len() == 2 && algorithms[0] == algorithms[1])
+            || algorithms.len() > 2
+        {
+            return Err(issue(
+                "inbound_algorithms",
+                format!(
+                    "expected \"MD5\" and/or \"SHA-256\", each once, got {:?}",
+                    self.inbound_algorithms
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -276,7 +378,21 @@ mod tests {
             ("allow = [\"10.0.0.0/99\"]", "sip.allow"),
             ("codecs = [\"opus\"]", "sip.codecs"),
             ("rtp_ports = [20000, 10000]", "sip.rtp_ports"),
-            ("transport = \"tcp\"", "sip.transport"),
+            ("transport = \"tls\"", "sip.transport"),
+            ("inbound_auth = true\npassword = \"x\"", "sip.inbound_user"),
+            (
+                "inbound_auth = true\nuser = \"hark\"",
+                "sip.inbound_password",
+            ),
+            (
+                "inbound_algorithms = [\"SHA-512\"]",
+                "sip.inbound_algorithms",
+            ),
+            ("inbound_algorithms = []", "sip.inbound_algorithms"),
+            (
+                "inbound_algorithms = [\"MD5\", \"md5\"]",
+                "sip.inbound_algorithms",
+            ),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.starts_with(&format!("{key}:")), "{text}: {err}");
@@ -320,10 +436,24 @@ mod tests {
         c.validate().unwrap();
         let d: SipConfig = toml::from_str("").unwrap();
         assert_eq!(c.bind, d.bind);
+        assert_eq!(c.transport, d.transport);
         assert_eq!(c.expires, d.expires);
         assert_eq!(c.max_sessions, d.max_sessions);
         assert_eq!(c.codecs, d.codecs);
         assert_eq!(c.rtp_ports, d.rtp_ports);
+    }
+
+    #[test]
+    fn tcp_is_accepted_and_tls_is_refused_with_what_to_use_instead() {
+        assert_eq!(
+            parse("transport = \"tcp\"").unwrap().transport,
+            SipTransport::Tcp
+        );
+        let err = parse("transport = \"tls\"").unwrap_err();
+        assert_eq!(
+            err,
+            "sip.transport: tls is not implemented; use \"udp\" or \"tcp\""
+        );
     }
 
     #[test]
@@ -333,6 +463,32 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2-secret"), "{shown}");
         assert!(shown.contains("ApiKey(***)"), "{shown}");
+    }
+
+    #[test]
+    fn inbound_credentials_fall_back_to_the_account_and_stay_secret() {
+        let c = parse("inbound_auth = true\nuser = \"hark\"\npassword = \"acct-pw\"").unwrap();
+        let a = c.inbound_credentials().unwrap();
+        assert_eq!(
+            (a.realm.as_str(), a.user.as_str(), a.password.expose()),
+            ("hark", "hark", "acct-pw")
+        );
+        assert_eq!(a.algorithms, ["MD5"]);
+        let c = parse(
+            "inbound_auth = true\nuser = \"hark\"\npassword = \"acct-pw\"\ndomain = \"pbx.lan\"\n\
+             inbound_user = \"door\"\ninbound_password = \"door-pw-99\"\n\
+             inbound_algorithms = [\"sha-256\", \"MD5\"]",
+        )
+        .unwrap();
+        let a = c.inbound_credentials().unwrap();
+        assert_eq!(
+            (a.realm.as_str(), a.user.as_str(), a.password.expose()),
+            ("pbx.lan", "door", "door-pw-99")
+        );
+        assert_eq!(a.algorithms, ["SHA-256", "MD5"]);
+        assert!(!format!("{c:?}").contains("door-pw-99"));
+        let off = parse("user = \"hark\"\npassword = \"acct-pw\"").unwrap();
+        assert_eq!(off.inbound_credentials(), None);
     }
 
     #[test]

@@ -314,6 +314,12 @@ impl SessionHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
     }
+
+    /// Publishes `event` on the session's stream: for what runs beside the session on its
+    /// behalf (a warm transfer's phases).
+    pub fn publish(&self, event: SessionEvent) {
+        let _ = self.events.send(event);
+    }
 }
 
 /// The listening side's way into a session: audio for STT, VAD and turn events.

@@ -99,4 +99,11 @@ pub enum SessionEvent {
     },
     /// A finished turn's timings.
     TurnMetrics(super::metrics::TurnMetrics),
+    /// A warm transfer moved to `phase` (the reference's `warm_transfer` event).
+    WarmTransfer {
+        /// Where the transfer is.
+        phase: crate::telephony::warm_transfer::WarmTransferPhase,
+        /// The phase's details (summary, reason, call ids).
+        data: serde_json::Value,
+    },
 }

@@ -3,3 +3,4 @@
 
 pub mod dtmf;
 pub mod voicemail;
+pub mod warm_transfer;

@@ -38,7 +38,7 @@ fn rms(samples: &[f32]) -> f64 {
     (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
 }
 
-fn chat_chunk(delta: Value, finish: Option<&str>) -> String {
+pub(crate) fn chat_chunk(delta: Value, finish: Option<&str>) -> String {
     let c = json!({"id": "chatcmpl-e2e", "object": "chat.completion.chunk",
         "created": 1_700_000_000, "model": "gpt-4o-mini",
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});

@@ -21,6 +21,7 @@ mod llm_anthropic;
 mod llm_gemini;
 mod llm_openai;
 mod phone;
+mod phone_transfer;
 mod realtime_gemini;
 mod realtime_openai;
 mod stt_assemblyai;

@@ -17,7 +17,7 @@ use crate::support::sip_peers::{peers_installed, Baresip};
 const RATE: u32 = 8_000;
 
 /// The endpoint running on `toml`, its events, the switch that stops it, and its SIP address.
-async fn start_phone(
+pub(crate) async fn start_phone(
     toml: &str,
 ) -> (
     broadcast::Receiver<PhoneEvent>,
@@ -45,7 +45,7 @@ async fn start_phone(
 }
 
 /// The caller's microphone: 0.5 s of silence, 1.3 s of a real question, then silence.
-fn question() -> hark::audio::Audio {
+pub(crate) fn question() -> hark::audio::Audio {
     let speech = common::speech("beckett.wav").resampled(RATE);
     let mut samples = vec![0.0f32; RATE as usize / 2];
     samples.extend_from_slice(&speech.samples[..(1.3 * RATE as f64) as usize]);
@@ -57,7 +57,7 @@ fn question() -> hark::audio::Audio {
 }
 
 /// Events until `done` says stop, or a panic after `limit` listing what was seen.
-async fn until(
+pub(crate) async fn until(
     rx: &mut broadcast::Receiver<PhoneEvent>,
     limit: Duration,
     mut done: impl FnMut(&PhoneEvent) -> bool,

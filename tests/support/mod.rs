@@ -5,3 +5,4 @@ pub mod alloc;
 pub mod card;
 pub mod scripted;
 pub mod sip_peers;
+pub mod sip_setup;

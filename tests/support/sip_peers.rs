@@ -508,3 +508,148 @@ impl Drop for Baresip {
         terminate(&mut self.child);
     }
 }
+
+impl Kamailio {
+    /// [`Kamailio::start`], listening on TCP as well as UDP, on the same port: the TCP tests
+    /// use TCP, the readiness probe stays on UDP. kamailio answers RFC 5626 CRLF pings.
+    pub fn start_tcp(users: &[(&str, &str)], algorithm: &str) -> Kamailio {
+        for _ in 0..5 {
+            let mut k = Self::start(users, algorithm);
+            // The TCP port of the same number must be free too; another port if it is not.
+            if std::net::TcpListener::bind(k.addr).is_err() {
+                continue;
+            }
+            let path = k.dir.0.join("kamailio.cfg");
+            // Also log each request's protocol, source, Contact and top Via.
+            let cfg = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace(
+                    "disable_tcp=yes\n",
+                    &format!(
+                        "disable_tcp=no\ntcp_children=1\ntcp_connection_lifetime=3600\nlisten=tcp:{}\n",
+                        k.addr
+                    ),
+                )
+                .replace(
+                    "ruri=$ru\\n",
+                    "ruri=$ru proto=$pr contact=$ct via=$hdr(Via)\\n",
+                );
+            std::fs::write(&path, cfg).unwrap();
+            k.restart();
+            k.wait_tcp_ready();
+            return k;
+        }
+        panic!("no port free for kamailio on both UDP and TCP in 5 tries");
+    }
+
+    /// Waits until kamailio accepts TCP connections on its address, up to 10 s.
+    pub fn wait_tcp_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "kamailio does not listen on TCP: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Baresip {
+    /// baresip with one account `user` registering with kamailio at `registrar` over TCP
+    /// (`;transport=tcp` in its AOR and outbound proxy): its REGISTER, INVITE and BYE go over
+    /// TCP. Sends the 440 Hz tone as its microphone.
+    pub fn start_tcp(user: &str, registrar: SocketAddr, password: &str) -> Baresip {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start_tcp(user, registrar, password) {
+                Ok(b) => return b,
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("baresip's ctrl_tcp did not open:\n{log}"),
+            }
+        }
+        panic!("baresip found no free ports in 5 tries:\n{last}");
+    }
+
+    fn try_start_tcp(user: &str, registrar: SocketAddr, password: &str) -> Result<Baresip, String> {
+        let dir = TempDir::new("baresip-tcp");
+        let sip_port = free_tcp_port();
+        let ctrl_port = free_tcp_port();
+        let wav = dir.0.join("microphone.wav");
+        let tone = hark::audio::Audio {
+            rate: 8000,
+            samples: (0..8000 * 5)
+                .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin())
+                .collect(),
+        };
+        hark::audio::wav::write_wav(&wav, &tone).unwrap();
+        let recordings = dir.0.join("heard");
+        std::fs::create_dir_all(&recordings).unwrap();
+        let config = format!(
+            "poll_method epoll\n\
+             net_interface 127.0.0.1\n\
+             sip_listen 127.0.0.1:{sip_port}\n\
+             sip_transports udp,tcp\n\
+             audio_source aufile,{}\n\
+             audio_player aubridge,nil\n\
+             audio_alert aubridge,nil\n\
+             ausrc_srate 8000\n\
+             auplay_srate 8000\n\
+             module_path /usr/lib/baresip/modules\n\
+             module g711.so\n\
+             module aufile.so\n\
+             module aubridge.so\n\
+             module sndfile.so\n\
+             snd_path {}\n\
+             module_app account.so\n\
+             module_app menu.so\n\
+             module_app ctrl_tcp.so\n\
+             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
+             rtp_ports 30000-30999\n\
+             ",
+            wav.display(),
+            recordings.display()
+        );
+        std::fs::write(dir.0.join("config"), config).unwrap();
+        let account = format!(
+            "<sip:{user}@{DOMAIN};transport=tcp>;auth_pass={password};outbound=\"sip:{registrar};transport=tcp;lr\";regint=300;audio_codecs=PCMU,PCMA\n"
+        );
+        std::fs::write(dir.0.join("accounts"), account).unwrap();
+        std::fs::write(dir.0.join("contacts"), "").unwrap();
+        let log = std::fs::File::create(dir.0.join("baresip.log")).unwrap();
+        let mut child = Command::new("/usr/bin/baresip")
+            .arg("-f")
+            .arg(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("baresip starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ctrl = loop {
+            match TcpStream::connect(("127.0.0.1", ctrl_port)) {
+                Ok(s) => break s,
+                Err(_)
+                    if Instant::now() < deadline && child.try_wait().ok().flatten().is_none() =>
+                {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => {
+                    terminate(&mut child);
+                    let log =
+                        std::fs::read_to_string(dir.0.join("baresip.log")).unwrap_or_default();
+                    return Err(format!("{e}\n{log}"));
+                }
+            }
+        };
+        Ok(Baresip {
+            child,
+            ctrl,
+            buf: Vec::new(),
+            sip_addr: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            events: Vec::new(),
+            dir,
+        })
+    }
+}

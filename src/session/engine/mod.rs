@@ -1363,6 +1363,7 @@ impl Engine {
     fn on_tools_done(&mut self, results: Vec<(ToolCallRequest, Result<ToolOutput, ToolError>)>) {
         let mut handoff = None;
         let mut end_call = None;
+        let mut last_round = false;
         for (call, r) in results {
             let (output, is_error) = match r {
                 Ok(ToolOutput::EndCall(reason)) => {
@@ -1375,6 +1376,10 @@ impl Engine {
                 }
                 Ok(ToolOutput::Json(v)) => (v.to_string(), false),
                 Ok(ToolOutput::Text(t)) => (t, false),
+                Ok(ToolOutput::Final(t)) => {
+                    last_round = true;
+                    (t, false)
+                }
                 Ok(ToolOutput::Handoff(agent, msg)) => {
                     handoff = Some(agent);
                     (msg, false)
@@ -1397,6 +1402,10 @@ impl Engine {
         }
         if let Some(next) = handoff {
             self.switch_agent(next);
+            self.llm_finished_without_more();
+            return;
+        }
+        if last_round {
             self.llm_finished_without_more();
             return;
         }

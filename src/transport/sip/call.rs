@@ -29,6 +29,12 @@ pub enum HangupReason {
     Shutdown,
     /// hark transferred the caller elsewhere (REFER succeeded) and left the call.
     Transferred,
+    /// The far end no longer has the call: a request in the dialog got 481 or 408, or no
+    /// answer at all (RFC 3261 §12.2.1.2); hark sent BYE and ended it.
+    Lost,
+    /// The session timer ran out (RFC 4028): the caller did not refresh the session in time,
+    /// or hark's refresh failed; hark sent BYE.
+    SessionExpired,
 }
 
 /// Something the far end did during a call.
@@ -135,6 +141,11 @@ impl std::fmt::Debug for CallHandle {
 }
 
 impl CallHandle {
+    /// The call's SIP Call-ID.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// Transfers the caller to `target` (a `sip:` URI, `tel:` URI, number or user; bare ones
     /// go on `[sip].domain`, or the caller's host without one) by REFER, and follows the
     /// NOTIFYs for up to `limit`. `Ok` once the target answered: hark has then left the call
@@ -142,6 +153,28 @@ impl CallHandle {
     /// told ("the line was busy", "nobody answered", "the transfer was refused").
     pub async fn transfer_within(&self, target: &str, limit: Duration) -> Result<(), CallError> {
         self.shared.transfer(&self.call_id, target, limit).await
+    }
+
+    /// Puts the caller on hold (RFC 3264 §8.4): a re-INVITE offering `a=sendonly` with the
+    /// same codec and port, answered (usually `recvonly`) and acknowledged. The media session
+    /// keeps sending: what hark plays meanwhile (hold music, silence) is what the caller
+    /// hears, and RTP keeps NAT bindings open. Fails, with the call unchanged, when the far
+    /// end refuses or answers unusable SDP; when it no longer has the call (408, 481, no
+    /// answer) the call ends with [`HangupReason::Lost`]. A 491 (both sides re-INVITEd at
+    /// once) is retried after RFC 3261 §14.1's random delay.
+    pub async fn hold(&self) -> Result<(), CallError> {
+        self.shared.reoffer(&self.call_id, true).await
+    }
+
+    /// Takes the caller off hold: the same re-INVITE with `a=sendrecv`.
+    pub async fn resume(&self) -> Result<(), CallError> {
+        self.shared.reoffer(&self.call_id, false).await
+    }
+
+    /// Whether hark holds the call (its last accepted re-INVITE was `sendonly`), so the
+    /// engine can choose what the caller hears meanwhile.
+    pub fn is_held(&self) -> bool {
+        super::hold::held(&self.shared.lock(), &self.call_id)
     }
 }
 

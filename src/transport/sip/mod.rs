@@ -1,4 +1,4 @@
-//! The phone endpoint's signalling: SIP over UDP (RFC 3261) as a user agent that registers
+//! The phone endpoint's signalling: SIP over UDP or TCP (RFC 3261) as a user agent that registers
 //! with a registrar and answers calls, with SDP offer/answer (RFC 3264) for one G.711 stream.
 //! The media (RTP, codecs, jitter buffer, DTMF) lives in `media`, written separately.
 //!
@@ -22,27 +22,33 @@
 //! - [`message`]: parsing and writing SIP messages.
 //! - [`digest`]: digest authentication answers (MD5, SHA-256).
 //! - [`sdp`]: SDP offer parsing, codec choice, answer writing.
-//! - [`transport`]: the UDP socket and client transactions with RFC 3261 timers.
+//! - [`transport`]: the signalling transport and client transactions with RFC 3261 timers.
+//! - [`tcp`]: SIP over TCP: listener, connections, stream framing, keep-alives.
 //! - [`register`]: keeping the device registered.
 //! - [`call`]: the call handle the engine uses.
 //! - [`outbound`]: calls hark places.
+//! - [`hold`]: hark holding and resuming a call by re-INVITE.
 //! - [`refer`]: blind transfer by REFER (target URI, sipfrag NOTIFYs, outcome).
+//! - [`timer`]: session timers (RFC 4028) on answered calls.
 //! - [`ua`]: the endpoint tying them together.
 //! - [`media`]: RTP, G.711, the jitter buffer, DTMF, and the per-call media session.
 
 pub mod call;
 pub mod digest;
+pub mod hold;
 pub mod media;
 pub mod message;
 pub mod outbound;
 pub mod refer;
 pub mod register;
 pub mod sdp;
+pub mod tcp;
+pub mod timer;
 pub mod transport;
 pub mod ua;
 
 pub use call::{CallEvent, CallHandle, HangupReason, IncomingCall};
-pub use outbound::DialError;
+pub use outbound::{DialError, Dialer};
 pub use register::{RegisterError, RegistrationState};
 pub use sdp::{Direction, NegotiatedMedia};
 pub use ua::{Endpoint, EndpointError, Stats};

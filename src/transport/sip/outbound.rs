@@ -42,10 +42,79 @@ pub enum DialError {
     Busy(&'static str),
 }
 
+/// Places calls beside the endpoint's accept loop (a warm transfer's call to the supervisor,
+/// an application's outbound calls); cheap to clone.
+#[derive(Clone)]
+pub struct Dialer {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer").finish_non_exhaustive()
+    }
+}
+
+impl Dialer {
+    /// As [`super::Endpoint::call`].
+    pub async fn call(
+        &self,
+        target: &str,
+        ring_timeout: Duration,
+    ) -> Result<IncomingCall, DialError> {
+        dial(&self.shared, target, ring_timeout, false).await
+    }
+
+    /// A consultation call made on behalf of a call in progress (a warm transfer's call to
+    /// the supervisor): allowed beyond `max_sessions`, up to one per call, so that a
+    /// one-call device can still consult.
+    pub async fn consult(
+        &self,
+        target: &str,
+        ring_timeout: Duration,
+    ) -> Result<IncomingCall, DialError> {
+        dial(&self.shared, target, ring_timeout, true).await
+    }
+}
+
+/// Cancels an INVITE that rang out: CANCEL with the INVITE's branch, Call-ID, From, To and
+/// CSeq number (RFC 3261 §9.1), waited on briefly. The far end then ends its INVITE with 487.
+async fn cancel(shared: &Arc<Shared>, invite: &Message, dest: SocketAddr) {
+    let uri = match &invite.start {
+        StartLine::Request { uri, .. } => uri.clone(),
+        StartLine::Response { .. } => return,
+    };
+    let seq = invite
+        .header("CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or("1")
+        .to_owned();
+    let mut cancel = Message::request("CANCEL", &uri);
+    for (name, value) in [
+        ("Via", invite.header("Via")),
+        ("From", invite.header("From")),
+        ("To", invite.header("To")),
+        ("Call-ID", invite.header("Call-ID")),
+    ] {
+        cancel.push(name, value.unwrap_or_default().to_owned());
+    }
+    cancel
+        .push("Max-Forwards", "70")
+        .push("CSeq", format!("{seq} CANCEL"));
+    if let Err(e) = shared
+        .socket
+        .transact(&cancel, dest, Duration::from_secs(4))
+        .await
+    {
+        tracing::debug!(error = %e, "sip: CANCEL unanswered");
+    }
+}
+
 pub(super) async fn dial(
     shared: &Arc<Shared>,
     target: &str,
     ring_timeout: Duration,
+    consultation: bool,
 ) -> Result<IncomingCall, DialError> {
     let (host, port) = uri_host_port(target).ok_or_else(|| DialError::BadTarget(target.into()))?;
     let dest_uri = match &shared.settings.outbound_proxy {
@@ -55,7 +124,8 @@ pub(super) async fn dial(
     let dest = resolve(&dest_uri)
         .await
         .ok_or_else(|| DialError::BadTarget(format!("{target} (cannot resolve)")))?;
-    if shared.lock().calls.len() >= shared.settings.max_sessions {
+    let limit = shared.settings.max_sessions * if consultation { 2 } else { 1 };
+    if shared.lock().calls.len() >= limit {
         return Err(DialError::Busy("max_sessions calls are up"));
     }
     let rtp_socket = shared
@@ -108,15 +178,15 @@ pub(super) async fn dial(
             );
         }
         invite.set_body("application/sdp", offer_sdp.clone().into_bytes());
-        let resp = shared
-            .socket
-            .transact(&invite, dest, ring_timeout)
-            .await
-            .map_err(|e| match e {
-                TransactionError::Timeout(..) | TransactionError::Send(..) => {
-                    DialError::NoAnswer(e.to_string())
-                }
-            })?;
+        let resp = match shared.socket.transact(&invite, dest, ring_timeout).await {
+            Ok(r) => r,
+            Err(e @ TransactionError::Timeout(..)) => {
+                // Still ringing: stop the far end's phone (RFC 3261 §9.1).
+                cancel(shared, &invite, dest).await;
+                return Err(DialError::NoAnswer(e.to_string()));
+            }
+            Err(e @ TransactionError::Send(..)) => return Err(DialError::NoAnswer(e.to_string())),
+        };
         let code = resp.code().unwrap_or_default();
         if code < 300 {
             break (invite, resp);

@@ -1,6 +1,9 @@
 //! Registration with a registrar (RFC 3261 §10): REGISTER with digest authentication, refreshed
 //! at 80 % of the granted lifetime, retried with a growing backoff after a failure, and removed
-//! (Expires: 0) on shutdown.
+//! (Expires: 0) on shutdown. Over TCP the connection the registration went over is watched
+//! (and kept alive with pings): when it is lost (a registrar restart, a network change), the
+//! registration counts as failed and is made again, after the same backoff, over a new
+//! connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +63,9 @@ pub enum RegisterError {
     /// No response, or the name does not resolve.
     #[error("registrar unreachable: {0}")]
     Unreachable(String),
+    /// The connection the registration went over closed (TCP); it is made again.
+    #[error("connection to registrar {0} lost")]
+    ConnectionLost(String),
 }
 
 /// The registrar and the credentials for it.
@@ -110,6 +116,8 @@ struct Binding {
     from_tag: String,
     cseq: u32,
     challenge: Option<(Challenge, bool, u32)>,
+    /// Where the last REGISTER went (the connection to watch over TCP).
+    dest: Option<SocketAddr>,
 }
 
 /// Keeps the device registered until `stop` turns true, then un-registers.
@@ -124,27 +132,55 @@ pub async fn run(
         from_tag: token()[..16].to_owned(),
         cseq: 0,
         challenge: None,
+        dest: None,
     };
     let mut failures = 0u32;
+    // Connection losses in a row without a connection that lasted (a registrar that closes
+    // every connection must not be re-registered with in a tight loop).
+    let mut losses = 0u32;
     loop {
-        let wait = match register_once(&shared, &reg, &mut binding, reg.expires).await {
+        let (wait, registered) = match register_once(&shared, &reg, &mut binding, reg.expires).await
+        {
             Ok(granted) => {
                 failures = 0;
                 tracing::info!(registrar = %reg.name(), expires = granted, "sip: registered");
                 state.send_replace(RegistrationState::Registered { expires: granted });
-                Duration::from_secs(u64::from(granted)) * 4 / 5
+                (Duration::from_secs(u64::from(granted)) * 4 / 5, true)
             }
             Err(e) => {
                 failures += 1;
                 let backoff = backoff(failures);
                 tracing::warn!(error = %e, retry_in = ?backoff, "sip: registration failed");
                 state.send_replace(RegistrationState::Failed(e));
-                backoff
+                (backoff, false)
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+        let since = tokio::time::Instant::now();
+        let lost = async {
+            match binding.dest {
+                Some(to) if registered => shared.socket.connection_lost(to).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let connection_lost = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            () = lost => true,
             _ = stop.wait_for(|s| *s) => break,
+        };
+        if connection_lost {
+            losses = if since.elapsed() > LASTING {
+                1
+            } else {
+                losses + 1
+            };
+            let backoff = backoff(losses);
+            let e = RegisterError::ConnectionLost(reg.name());
+            tracing::warn!(error = %e, retry_in = ?backoff, "sip: registration lost; registering again");
+            state.send_replace(RegistrationState::Failed(e));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
         }
     }
     match register_once(&shared, &reg, &mut binding, 0).await {
@@ -155,6 +191,9 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "sip: un-REGISTER failed"),
     }
 }
+
+/// A registration connection that lived this long was not part of a closing loop.
+const LASTING: Duration = Duration::from_secs(60);
 
 /// The wait after `failures` failed attempts in a row: 2, 4, 8, ... seconds, at most 60.
 fn backoff(failures: u32) -> Duration {
@@ -174,6 +213,7 @@ async fn register_once(
         .and_then(|mut a| a.next())
         .ok_or_else(|| RegisterError::Unreachable(format!("cannot resolve {}", reg.name())))?;
     shared.set_registrar_ip(to.ip());
+    b.dest = Some(to);
     let contact = shared_contact(shared, &reg.user);
     let request_uri = format!("sip:{}", reg.domain);
     let aor = format!("<sip:{}@{}>", reg.user, reg.domain);
@@ -298,7 +338,11 @@ fn shared_addr(shared: &Shared) -> SocketAddr {
 }
 
 fn shared_contact(shared: &Shared, user: &str) -> String {
-    format!("<sip:{user}@{}>", shared.contact_addr())
+    format!(
+        "<sip:{user}@{}{}>",
+        shared.contact_addr(),
+        shared.socket.uri_param()
+    )
 }
 
 #[cfg(test)]

@@ -57,6 +57,15 @@ impl Direction {
     pub fn is_hold(self) -> bool {
         matches!(self, Direction::RecvOnly | Direction::Inactive)
     }
+
+    /// This direction with hark's receiving taken out: what hark answers while it holds the
+    /// call itself (RFC 3264 §8.4: the holder keeps at most `sendonly`).
+    pub fn held_by_us(self) -> Direction {
+        match self {
+            Direction::SendRecv | Direction::SendOnly => Direction::SendOnly,
+            Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
+        }
+    }
 }
 
 /// The media both sides agreed on: what the RTP layer needs to run the call.
@@ -328,6 +337,45 @@ pub fn offer(preference: &[String], local: SocketAddr, session_id: u64) -> Strin
     out
 }
 
+/// Writes hark's offer in a re-INVITE of an established call (RFC 3264 §8): the codec and
+/// telephone-event already negotiated, on the same RTP address, with `direction` (`sendonly`
+/// to hold, `sendrecv` to resume, §8.4). `version` must be one more than hark's last SDP in
+/// the dialog (§8: same `o=` session id, version + 1).
+pub fn reoffer(
+    media: &NegotiatedMedia,
+    local: SocketAddr,
+    session_id: u64,
+    version: u64,
+    direction: Direction,
+) -> String {
+    let ip = local.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut fmts = media.payload_type.to_string();
+    if let Some(te) = media.telephone_event {
+        fmts.push_str(&format!(" {te}"));
+    }
+    let mut out = format!(
+        "v=0\r\no=hark {session_id} {version} IN {family} {ip}\r\ns=hark\r\n\
+         c=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {fmts}\r\n\
+         a=rtpmap:{} {}/{}\r\n",
+        local.port(),
+        media.payload_type,
+        media.codec,
+        media.clock_rate
+    );
+    if let Some(te) = media.telephone_event {
+        out.push_str(&format!(
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+        ));
+    }
+    out.push_str(&format!(
+        "a=ptime:{}\r\na={}\r\n",
+        media.ptime_ms,
+        direction.attribute()
+    ));
+    out
+}
+
 /// The payload type hark offers telephone-event on.
 const OFFER_TELEPHONE_EVENT: u8 = 101;
 
@@ -469,6 +517,47 @@ mod tests {
             Offer::parse(b"v=0\r\nc=IN IP4 not-an-ip\r\n"),
             Err(SdpError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_hold_reoffer_keeps_session_id_codec_and_port_and_bumps_the_version() {
+        let offer = Offer::parse(BARESIP.as_bytes()).unwrap();
+        let m = offer.negotiate(&prefs()).unwrap();
+        let local: SocketAddr = "127.0.0.1:20000".parse().unwrap();
+        let first = answer(&offer, &m, local, 42, 1);
+        let hold = reoffer(&m, local, 42, 2, Direction::SendOnly);
+        assert!(
+            first.contains("o=hark 42 1 IN IP4 127.0.0.1\r\n"),
+            "{first}"
+        );
+        assert!(hold.contains("o=hark 42 2 IN IP4 127.0.0.1\r\n"), "{hold}");
+        assert!(hold.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{hold}");
+        assert!(
+            hold.contains("a=sendonly\r\n") && !hold.contains("sendrecv"),
+            "{hold}"
+        );
+        // The peer's view of it: hark only sends, so the peer would answer recvonly.
+        let seen = Offer::parse(hold.as_bytes())
+            .unwrap()
+            .negotiate(&prefs())
+            .unwrap();
+        assert_eq!(seen.direction, Direction::RecvOnly);
+        assert_eq!((seen.payload_type, seen.telephone_event), (0, Some(101)));
+        let resume = reoffer(&m, local, 42, 3, Direction::SendRecv);
+        assert!(resume.contains("o=hark 42 3 ") && resume.contains("a=sendrecv\r\n"));
+    }
+
+    #[test]
+    fn while_hark_holds_its_answers_never_include_receiving() {
+        use Direction::*;
+        for (d, held) in [
+            (SendRecv, SendOnly),
+            (SendOnly, SendOnly),
+            (RecvOnly, Inactive),
+            (Inactive, Inactive),
+        ] {
+            assert_eq!(d.held_by_us(), held, "{d:?}");
+        }
     }
 
     proptest::proptest! {

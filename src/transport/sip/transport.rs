@@ -1,6 +1,13 @@
-//! The endpoint's UDP socket and its client transactions (RFC 3261 §17.1.2): a request is sent,
-//! sent again at T1, 2·T1, ... (capped at T2) until a response arrives, and given up on after
-//! 64·T1; responses are matched to their request by the top `Via` branch.
+//! The endpoint's signalling transport (a UDP socket, or TCP connections: [`super::tcp`]) and
+//! its client transactions (RFC 3261 §17.1.2): a request is sent, sent again at T1, 2·T1, ...
+//! (capped at T2) until a response arrives, and given up on after 64·T1; responses are matched
+//! to their request by the top `Via` branch. Over TCP nothing is sent again (Timers A and E do
+//! not run on a reliable transport, §17.1.1.2, §17.1.2.2), the 64·T1 limit (Timers B and F)
+//! still holds, and a transaction whose connection closes fails at once.
+//!
+//! This is the one place that knows which transport carries a message: the layers above
+//! address peers by `SocketAddr` (over TCP, the connection a request came on is reused for its
+//! responses) and write `Via: SIP/2.0/UDP`, which the TCP transport rewrites (§18.1.1).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -11,9 +18,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::message::Message;
+use super::tcp::{stamp_via, TcpTransport};
 
 /// RFC 3261's T1: the round-trip estimate retransmissions start from.
 pub const T1: Duration = Duration::from_millis(500);
@@ -31,29 +39,83 @@ pub enum TransactionError {
     Send(SocketAddr, String),
 }
 
-/// The signalling socket and the requests waiting for responses.
+/// What carries the messages.
+enum Link {
+    Udp(UdpSocket),
+    Tcp(TcpTransport),
+}
+
+/// The signalling transport and the requests waiting for responses.
 pub struct SipSocket {
-    socket: UdpSocket,
+    link: Link,
     pending: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
 }
 
 impl SipSocket {
-    /// Wraps a bound socket.
+    /// Wraps a bound UDP socket.
     pub fn new(socket: UdpSocket) -> SipSocket {
         SipSocket {
-            socket,
+            link: Link::Udp(socket),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Wraps a listening TCP transport.
+    pub fn tcp(transport: TcpTransport) -> SipSocket {
+        SipSocket {
+            link: Link::Tcp(transport),
             pending: Mutex::new(HashMap::new()),
         }
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        match &self.link {
+            Link::Udp(s) => s.local_addr(),
+            Link::Tcp(t) => Ok(t.local_addr()),
+        }
     }
 
-    /// Receives one datagram.
+    /// The `transport` URI parameter for Contact (`;transport=tcp`), empty for UDP (the
+    /// default, RFC 3261 §19.1.1).
+    pub fn uri_param(&self) -> &'static str {
+        match &self.link {
+            Link::Udp(_) => "",
+            Link::Tcp(_) => ";transport=tcp",
+        }
+    }
+
+    /// The TCP transport, when that is what carries the messages (for its counters).
+    pub fn tcp_transport(&self) -> Option<&TcpTransport> {
+        match &self.link {
+            Link::Udp(_) => None,
+            Link::Tcp(t) => Some(t),
+        }
+    }
+
+    /// Receives one message (a datagram, or a message framed from a TCP connection) into
+    /// `buf`. A framed message is at most `MAX_MESSAGE` bytes; `buf` must hold one more.
     pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-        self.socket.recv_from(buf).await
+        match &self.link {
+            Link::Udp(s) => s.recv_from(buf).await,
+            Link::Tcp(t) => {
+                let (msg, from) = t.recv().await.ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "TCP transport stopped")
+                })?;
+                let n = msg.len().min(buf.len());
+                buf[..n].copy_from_slice(&msg[..n]);
+                Ok((n, from))
+            }
+        }
+    }
+
+    /// Waits until the connection to `to` closes; never for UDP (no connection to lose). A
+    /// connection someone waits on is kept open with keep-alive pings (RFC 5626 §4.4.1).
+    pub async fn connection_lost(&self, to: SocketAddr) {
+        match &self.link {
+            Link::Udp(_) => std::future::pending().await,
+            Link::Tcp(t) => t.closed(to).await,
+        }
     }
 
     /// Sends a message; a failure is logged, not returned (UDP gives no delivery promise
@@ -64,8 +126,27 @@ impl SipSocket {
 
     /// Sends bytes already written (a cached response).
     pub async fn send_bytes(&self, bytes: &[u8], to: SocketAddr) {
-        if let Err(e) = self.socket.send_to(bytes, to).await {
+        if let Err(e) = self.send_raw(bytes, to).await {
             tracing::warn!(%to, error = %e, "sip: send failed");
+        }
+    }
+
+    /// Sends `bytes`; over TCP, returns what reports the connection's loss.
+    async fn send_raw(
+        &self,
+        bytes: &[u8],
+        to: SocketAddr,
+    ) -> Result<Option<watch::Receiver<()>>, String> {
+        match &self.link {
+            Link::Udp(s) => s
+                .send_to(bytes, to)
+                .await
+                .map(|_| None)
+                .map_err(|e| e.to_string()),
+            Link::Tcp(t) => {
+                let bytes = stamp_via(bytes, "TCP").unwrap_or_else(|| bytes.to_vec());
+                t.send(bytes, to).await.map(Some).map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -104,12 +185,34 @@ impl SipSocket {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut gap = T1;
         let mut provisional = false;
-        if let Err(e) = self.socket.send_to(&bytes, to).await {
-            return Err(TransactionError::Send(to, e.to_string()));
-        }
+        let connection = self
+            .send_raw(&bytes, to)
+            .await
+            .map_err(|e| TransactionError::Send(to, e))?;
+        // Over TCP: no resends (Timers A/E), and the connection's loss ends the transaction.
+        let reliable = connection.is_some();
+        let lost = async move {
+            match connection {
+                Some(mut closed) => while closed.changed().await.is_ok() {},
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lost);
         loop {
-            let wake = (tokio::time::Instant::now() + gap).min(deadline);
-            match tokio::time::timeout_at(wake, rx.recv()).await {
+            let wake = if reliable {
+                deadline
+            } else {
+                (tokio::time::Instant::now() + gap).min(deadline)
+            };
+            let got = tokio::select! {
+                biased;
+                got = tokio::time::timeout_at(wake, rx.recv()) => got,
+                () = &mut lost => return Err(TransactionError::Send(
+                    to,
+                    "the connection closed before a final response".into(),
+                )),
+            };
+            match got {
                 Ok(Some(resp)) => match resp.code() {
                     Some(c) if c >= 200 => return Ok(resp),
                     _ => {
@@ -210,5 +313,48 @@ mod tests {
             sent += 1;
         }
         assert_eq!(sent, 5, "first send plus resends at 0.5, 1.5, 3.5, 7.5 s");
+    }
+
+    #[tokio::test]
+    async fn over_tcp_a_request_is_sent_once_and_fails_when_its_connection_closes() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = server.local_addr().unwrap();
+        let a = SipSocket::tcp(
+            TcpTransport::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(a.uri_param(), ";transport=tcp");
+        let mut req = Message::request("OPTIONS", "sip:x@127.0.0.1");
+        req.push("Via", format!("SIP/2.0/UDP 127.0.0.1;branch={}", branch()))
+            .push("CSeq", "1 OPTIONS");
+        // The peer reads for 1.6 s (UDP would have resent at 0.5 and 1.5 s), then hangs up.
+        let peer = async {
+            use tokio::io::AsyncReadExt;
+            let (mut s, _) = server.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            let until = tokio::time::Instant::now() + Duration::from_millis(1600);
+            while let Ok(Ok(n)) = tokio::time::timeout_at(until, s.read(&mut buf)).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        };
+        let started = tokio::time::Instant::now();
+        let (result, got) = tokio::join!(a.transact(&req, to, T1 * 64), peer);
+        let got = String::from_utf8(got).unwrap();
+        assert_eq!(got.matches("OPTIONS sip:").count(), 1, "sent once: {got}");
+        assert!(got.contains("Via: SIP/2.0/TCP 127.0.0.1;branch="), "{got}");
+        assert!(
+            matches!(result, Err(TransactionError::Send(..))),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "failed when the connection closed, not at Timer F"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! (INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, re-INVITE). A retransmitted request gets the
 //! response sent the first time again. The state lock is never held across an await.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,10 +16,12 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::call::{CallEvent, CallHandle, HangupReason, IncomingCall};
+use super::digest::{Algorithm, Guard, Verdict};
 use super::message::{uri_host_port, uri_of, Message, StartLine, MAX_MESSAGE};
 use super::refer::{self, ReferProgress};
 use super::register::{self, Registrar, RegistrationState};
 use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
+use super::tcp::TcpTransport;
 use super::transport::{branch, token, SipSocket, T1, T2};
 use crate::config::sip::{AllowNet, SipConfig, SipTransport};
 use crate::providers::http::ApiKey;
@@ -29,8 +31,8 @@ use crate::transport::CallError;
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
 /// How long a transaction's response is kept to answer retransmissions (64·T1).
 const RESPONSE_CACHE: Duration = Duration::from_secs(32);
-/// Most responses kept for retransmissions at once.
-const MAX_CACHED_RESPONSES: usize = 4096;
+/// Most responses kept for retransmissions at once (about 2 MB at most).
+pub const MAX_CACHED_RESPONSES: usize = 4096;
 /// Calls offered but not yet taken by [`Endpoint::accept`].
 const ACCEPT_QUEUE: usize = 8;
 
@@ -58,6 +60,24 @@ pub struct Stats {
     pub busy: AtomicU64,
     /// INVITEs whose SDP could not be answered (400 or 488).
     pub bad_offer: AtomicU64,
+    /// INVITEs challenged for credentials (401; `inbound_auth`).
+    pub unauthorized: AtomicU64,
+    /// INVITEs whose credentials were wrong (403; `inbound_auth`).
+    pub bad_credentials: AtomicU64,
+}
+
+/// How many entries the endpoint's tables hold: what a flood could try to grow. Each is
+/// bounded (calls by `max_sessions`, cached responses by a fixed cap, transfers by calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Calls ringing or up.
+    pub calls: usize,
+    /// Responses kept to answer retransmitted requests.
+    pub cached_responses: usize,
+    /// Bookkeeping entries behind `cached_responses` (their order).
+    pub cache_order: usize,
+    /// Transfers waiting for their outcome.
+    pub transfers: usize,
 }
 
 /// Settings derived from `[sip]`.
@@ -75,6 +95,8 @@ pub(super) struct Settings {
     pub(super) outbound_proxy: Option<(String, u16)>,
     /// The address-of-record domain (`From` of outbound calls).
     pub(super) domain: Option<String>,
+    /// Challenges new INVITEs when `[sip] inbound_auth` is on.
+    pub(super) inbound_guard: Option<Guard>,
 }
 
 /// Where a call is in its life.
@@ -124,8 +146,13 @@ pub(super) struct State {
     pub(super) calls: HashMap<String, CallState>,
     /// Transfers waiting for their outcome, by Call-ID.
     transfers: HashMap<String, TransferSlot>,
+    /// hark's own re-INVITEs (hold, resume) per call, by Call-ID.
+    pub(super) dialogs: HashMap<String, super::hold::DialogExtra>,
     /// Last response per (branch, method), for retransmitted requests.
     answered: HashMap<(String, String), (Vec<u8>, Instant)>,
+    /// `answered`'s keys in the order they were stored, to expire and evict the oldest in
+    /// constant time (a key stored again appears twice; the older entry is then stale).
+    answered_order: VecDeque<((String, String), Instant)>,
     registrar_ip: Option<IpAddr>,
     next_rtp: u16,
 }
@@ -154,11 +181,25 @@ impl Endpoint {
     /// registering.
     pub async fn start(config: &SipConfig) -> Result<Endpoint, EndpointError> {
         config.validate()?;
-        debug_assert_eq!(config.transport, SipTransport::Udp);
         let bind = config.bind_addr()?;
-        let socket = UdpSocket::bind(bind)
-            .await
-            .map_err(|e| EndpointError::Bind(bind, e))?;
+        let socket = match config.transport {
+            SipTransport::Udp => SipSocket::new(
+                UdpSocket::bind(bind)
+                    .await
+                    .map_err(|e| EndpointError::Bind(bind, e))?,
+            ),
+            SipTransport::Tcp => SipSocket::tcp(
+                TcpTransport::bind(bind)
+                    .await
+                    .map_err(|e| EndpointError::Bind(bind, e))?,
+            ),
+            SipTransport::Tls => {
+                return Err(EndpointError::Config(crate::config::SipIssue {
+                    key: "transport".into(),
+                    message: "tls is not implemented".into(),
+                }))
+            }
+        };
         let bound = socket
             .local_addr()
             .map_err(|e| EndpointError::Bind(bind, e))?;
@@ -181,7 +222,7 @@ impl Endpoint {
         };
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let shared = Arc::new(Shared {
-            socket: SipSocket::new(socket),
+            socket,
             settings: Settings {
                 max_sessions: config.max_sessions as usize,
                 allow: config.allow_nets()?,
@@ -202,6 +243,17 @@ impl Endpoint {
                     .domain
                     .clone()
                     .or_else(|| registrar.as_ref().map(|r| r.host_port().0)),
+                inbound_guard: config.inbound_credentials().map(|a| {
+                    let algorithms: Vec<Algorithm> = a
+                        .algorithms
+                        .iter()
+                        .map(|n| match n.as_str() {
+                            "SHA-256" => Algorithm::Sha256,
+                            _ => Algorithm::Md5,
+                        })
+                        .collect();
+                    Guard::new(&a.realm, &a.user, a.password).with_algorithms(&algorithms)
+                }),
             },
             state: Mutex::new(State {
                 next_rtp: config.rtp_ports[0],
@@ -243,7 +295,14 @@ impl Endpoint {
         target: &str,
         ring_timeout: Duration,
     ) -> Result<IncomingCall, super::outbound::DialError> {
-        super::outbound::dial(&self.shared, target, ring_timeout).await
+        super::outbound::dial(&self.shared, target, ring_timeout, false).await
+    }
+
+    /// A handle that places calls while the endpoint accepts them.
+    pub fn dialer(&self) -> super::outbound::Dialer {
+        super::outbound::Dialer {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Where peers reach the endpoint (Contact address).
@@ -259,6 +318,17 @@ impl Endpoint {
     /// What was refused so far.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// The sizes of the endpoint's tables now (for tests and diagnostics).
+    pub fn footprint(&self) -> Footprint {
+        let st = self.shared.lock();
+        Footprint {
+            calls: st.calls.len(),
+            cached_responses: st.answered.len(),
+            cache_order: st.answered_order.len(),
+            transfers: st.transfers.len(),
+        }
     }
 
     /// Hangs up every call, un-registers (Expires: 0, waits up to 5 s for the registrar) and
@@ -366,13 +436,26 @@ impl Shared {
         if let Some(b) = req.branch() {
             let mut st = self.lock();
             let now = Instant::now();
-            st.answered
-                .retain(|_, (_, at)| now.duration_since(*at) < RESPONSE_CACHE);
-            // Bounded: a flood of distinct requests must not grow memory without limit.
-            if st.answered.len() < MAX_CACHED_RESPONSES {
-                st.answered
-                    .insert((b, req.method().to_owned()), (bytes.clone(), now));
+            // Bounded: a flood of distinct requests must not grow memory without limit; the
+            // oldest responses make room (a legitimate call's are the newest).
+            while let Some((key, at)) = st.answered_order.front() {
+                let expired = now.duration_since(*at) >= RESPONSE_CACHE;
+                if !expired && st.answered_order.len() < MAX_CACHED_RESPONSES {
+                    break;
+                }
+                let (key, at) = (key.clone(), *at);
+                if st
+                    .answered
+                    .get(&key)
+                    .is_some_and(|(_, stored)| *stored == at)
+                {
+                    st.answered.remove(&key);
+                }
+                st.answered_order.pop_front();
             }
+            let key = (b, req.method().to_owned());
+            st.answered_order.push_back((key.clone(), now));
+            st.answered.insert(key, (bytes.clone(), now));
         }
         self.socket.send_bytes(&bytes, to).await;
     }
@@ -390,10 +473,7 @@ impl Shared {
     async fn handle(self: &Arc<Self>, msg: Message, src: SocketAddr) {
         if msg.code().is_some() {
             let resend_ack = if msg.method() == "INVITE" && msg.code().is_some_and(|c| c < 300) {
-                self.lock()
-                    .calls
-                    .get(msg.call_id())
-                    .and_then(|c| c.ack_bytes.clone())
+                super::hold::ack_to_resend(&self.lock(), &msg)
             } else {
                 None
             };
@@ -463,19 +543,44 @@ impl Shared {
             if worth_logging(n) {
                 tracing::warn!(%src, count = n, "sip: INVITE from a peer not in sip.allow refused (403)");
             }
-            self.reply(&msg, 403, "Forbidden", src).await;
+            // Answered statelessly, not cached: a flood from strangers must not push the
+            // responses kept for real calls' retransmissions out of the cache.
+            let resp = Message::response_to(&msg, 403, "Forbidden", Some(&token()[..16]));
+            self.socket.send(&resp, src).await;
             return;
         }
-        if self.lock().calls.contains_key(msg.call_id()) {
-            // Same Call-ID, new branch: a merged or looped request (RFC 3261 §8.2.2.2).
-            self.reply(&msg, 482, "Loop Detected", src).await;
+        if !self.authorized(&msg, src).await {
             return;
+        }
+        let known = self.lock().calls.get(msg.call_id()).map(|c| {
+            let same_branch = msg.branch().as_deref() == Some(c.invite_branch.as_str());
+            (same_branch, c.phase, c.local_tag.clone())
+        });
+        match known {
+            // A retransmission whose cached response a flood pushed out of the cache: ringing
+            // still (the 2xx, once sent, is retransmitted until the ACK anyway).
+            Some((true, phase, tag)) => {
+                if phase == Phase::Ringing {
+                    let mut ringing = Message::response_to(&msg, 180, "Ringing", Some(&tag));
+                    ringing.push("Contact", self.contact());
+                    self.socket.send(&ringing, src).await;
+                }
+                return;
+            }
+            // Same Call-ID, new branch: a merged or looped request (RFC 3261 §8.2.2.2).
+            Some((false, ..)) => {
+                self.reply(&msg, 482, "Loop Detected", src).await;
+                return;
+            }
+            None => {}
         }
         let trying = Message::response_to(&msg, 100, "Trying", None);
         self.respond(&msg, trying, src).await;
         if self.lock().calls.len() >= self.settings.max_sessions {
             let n = self.stats.busy.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::info!(%src, count = n, "sip: busy, INVITE refused (486)");
+            if worth_logging(n) {
+                tracing::info!(%src, count = n, "sip: busy, INVITE refused (486)");
+            }
             self.reply(&msg, 486, "Busy Here", src).await;
             return;
         }
@@ -491,6 +596,15 @@ impl Shared {
             }
         };
         let (offer, media) = offer;
+        let timer = match super::timer::negotiate(&msg) {
+            Ok(t) => t,
+            Err(min_se) => {
+                let mut resp = Message::response_to(&msg, 422, "Session Interval Too Small", None);
+                resp.push("Min-SE", min_se.to_string());
+                self.respond(&msg, resp, src).await;
+                return;
+            }
+        };
         let Some(rtp_socket) = self.bind_rtp().await else {
             tracing::warn!("sip: no free RTP port in sip.rtp_ports; INVITE refused (503)");
             self.reply(&msg, 503, "Service Unavailable", src).await;
@@ -526,7 +640,15 @@ impl Shared {
             invite: msg.clone(),
         };
         let id = msg.call_id().to_owned();
-        self.lock().calls.insert(id.clone(), state);
+        {
+            let mut st = self.lock();
+            st.calls.insert(id.clone(), state);
+            st.dialogs.remove(&id);
+            super::hold::prune(&mut st);
+            if timer.is_some() {
+                st.dialogs.entry(id.clone()).or_default().timer.terms = timer;
+            }
+        }
         let mut ringing = Message::response_to(&msg, 180, "Ringing", Some(&local_tag));
         ringing.push("Contact", self.contact());
         self.respond(&msg, ringing, src).await;
@@ -547,6 +669,50 @@ impl Shared {
             tracing::warn!(call = %id, "sip: nobody is accepting calls; refused (480)");
             self.lock().calls.remove(&id);
             self.reply(&msg, 480, "Temporarily Unavailable", src).await;
+        }
+    }
+
+    /// Whether a new INVITE may go on under `[sip] inbound_auth`: true when it is off or the
+    /// request carries valid credentials; otherwise the 401 challenge (or 403 for wrong
+    /// credentials) is sent here.
+    async fn authorized(&self, msg: &Message, src: SocketAddr) -> bool {
+        let Some(guard) = &self.settings.inbound_guard else {
+            return true;
+        };
+        let answers: Vec<&str> = msg
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        match guard.check(msg.method(), &answers) {
+            Verdict::Accepted => true,
+            Verdict::Challenge { stale } => {
+                let n = self.stats.unauthorized.fetch_add(1, Ordering::Relaxed) + 1;
+                if worth_logging(n) {
+                    tracing::info!(%src, count = n, stale, "sip: INVITE challenged (401)");
+                }
+                let mut resp = Message::response_to(msg, 401, "Unauthorized", Some(&token()[..16]));
+                for c in guard.challenges(stale) {
+                    resp.push("WWW-Authenticate", c);
+                }
+                self.respond(msg, resp, src).await;
+                false
+            }
+            Verdict::Refused(why) => {
+                let n = self.stats.bad_credentials.fetch_add(1, Ordering::Relaxed) + 1;
+                if worth_logging(n) {
+                    tracing::warn!(%src, count = n, "sip: INVITE with bad credentials refused (403): {why}");
+                }
+                let resp = Message::response_to(
+                    msg,
+                    403,
+                    "Forbidden (bad credentials)",
+                    Some(&token()[..16]),
+                );
+                self.respond(msg, resp, src).await;
+                false
+            }
         }
     }
 
@@ -595,8 +761,10 @@ impl Shared {
 
     pub(super) fn contact(&self) -> String {
         format!(
-            "<sip:{}@{}>",
-            self.settings.user, self.settings.contact_addr
+            "<sip:{}@{}{}>",
+            self.settings.user,
+            self.settings.contact_addr,
+            self.socket.uri_param()
         )
     }
 
@@ -610,9 +778,10 @@ impl Shared {
     }
 
     /// Sends 200 OK with the SDP answer until the ACK, for a call still ringing.
-    pub(super) async fn answer(&self, id: &str) -> Result<(), CallError> {
+    pub(super) async fn answer(self: &Arc<Self>, id: &str) -> Result<(), CallError> {
         let (ok, to, ack) = {
             let mut st = self.lock();
+            let timer = super::timer::terms(&st, id);
             let call = st
                 .calls
                 .get_mut(id)
@@ -629,9 +798,9 @@ impl Shared {
                 call.sdp_version,
             );
             let mut ok = Message::response_to(&call.invite, 200, "OK", Some(&call.local_tag));
-            ok.push("Contact", self.contact())
-                .push("Allow", ALLOW)
-                .set_body("application/sdp", sdp.into_bytes());
+            ok.push("Contact", self.contact()).push("Allow", ALLOW);
+            super::timer::decorate(timer, &mut ok);
+            ok.set_body("application/sdp", sdp.into_bytes());
             (ok, call.source, call.ack.clone())
         };
         let invite = self.lock().calls.get(id).map(|c| c.invite.clone());
@@ -641,6 +810,9 @@ impl Shared {
         if self.retransmit_until_ack(&ok, to, &ack).await {
             if let Some(call) = self.lock().calls.get_mut(id) {
                 call.phase = Phase::Confirmed;
+            }
+            if super::timer::terms(&self.lock(), id).is_some() {
+                super::timer::spawn(self.clone(), id.to_owned());
             }
             tracing::info!(call = %id, "sip: call answered");
             Ok(())
@@ -679,15 +851,32 @@ impl Shared {
                 .await;
             return;
         }
-        let (offer, media) = match self.read_offer(&msg) {
+        if super::hold::reinvite_in_flight(&self.lock(), msg.call_id()) {
+            // Glare: hark's own re-INVITE is under way (RFC 3261 §14.2).
+            self.reply(&msg, 491, "Request Pending", src).await;
+            return;
+        }
+        let (offer, mut media) = match self.read_offer(&msg) {
             Ok(o) => o,
             Err((code, reason)) => {
                 self.reply(&msg, code, &reason, src).await;
                 return;
             }
         };
+        let timer = match super::timer::negotiate(&msg) {
+            Ok(t) => t,
+            Err(min_se) => {
+                let mut resp = Message::response_to(&msg, 422, "Session Interval Too Small", None);
+                resp.push("Min-SE", min_se.to_string());
+                self.respond(&msg, resp, src).await;
+                return;
+            }
+        };
         let prepared = {
             let mut st = self.lock();
+            if super::hold::held(&st, msg.call_id()) {
+                super::hold::while_held(&mut media);
+            }
             let Some(call) = st.calls.get_mut(msg.call_id()) else {
                 return;
             };
@@ -708,9 +897,12 @@ impl Shared {
                 call.sdp_version,
             );
             let mut ok = Message::response_to(&msg, 200, "OK", Some(&call.local_tag));
-            ok.push("Contact", self.contact())
-                .push("Allow", ALLOW)
-                .set_body("application/sdp", sdp.into_bytes());
+            ok.push("Contact", self.contact()).push("Allow", ALLOW);
+            let (ack, events_tx) = (call.ack.clone(), call.events.clone());
+            // A re-INVITE refreshes the session (RFC 4028 §10); its terms may change.
+            super::timer::refreshed(&mut st, msg.call_id(), timer);
+            super::timer::decorate(super::timer::terms(&st, msg.call_id()), &mut ok);
+            ok.set_body("application/sdp", sdp.into_bytes());
             let mut events = Vec::new();
             match (was_hold, media.direction.is_hold()) {
                 (false, true) => events.push(CallEvent::Hold),
@@ -720,7 +912,7 @@ impl Shared {
             if changed {
                 events.push(CallEvent::MediaChanged(media));
             }
-            (ok, call.ack.clone(), call.events.clone(), events)
+            (ok, ack, events_tx, events)
         };
         let (ok, ack, tx, events) = prepared;
         for e in events {
@@ -998,7 +1190,11 @@ impl Shared {
 
     /// A request inside the dialog of `call` (RFC 3261 §12.2.1.1), and where to send it when
     /// that is a literal address.
-    fn in_dialog_request(&self, call: &CallState, method: &str) -> (Message, Option<SocketAddr>) {
+    pub(super) fn in_dialog_request(
+        &self,
+        call: &CallState,
+        method: &str,
+    ) -> (Message, Option<SocketAddr>) {
         let mut req = Message::request(method, &call.remote_target);
         req.push(
             "Via",
@@ -1051,7 +1247,7 @@ fn in_dialog(st: &State, msg: &Message) -> bool {
 }
 
 /// The URI a request in the dialog goes to first: the first route, or the remote target.
-fn dest_uri(call: &CallState) -> String {
+pub(super) fn dest_uri(call: &CallState) -> String {
     call.route_set
         .first()
         .map(|r| uri_of(r).to_owned())

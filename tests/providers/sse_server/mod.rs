@@ -99,6 +99,43 @@ impl ScriptedHttpServer {
         }
     }
 
+    /// A server whose answer to each request is `route`'s script for it (for several sessions
+    /// sharing one server, whose requests come in no fixed order).
+    pub async fn routed(route: impl Fn(&Received) -> Vec<Step> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (disconnect_tx, disconnects) = mpsc::unbounded_channel();
+        let (log, sent_log) = (received.clone(), sent.clone());
+        let route = Arc::new(route);
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let conn = Connection {
+                    log: log.clone(),
+                    sent: sent_log.clone(),
+                    disconnected: disconnect_tx.clone(),
+                };
+                let route = route.clone();
+                tokio::spawn(async move {
+                    let Some(request) = read_request(&mut socket).await else {
+                        return;
+                    };
+                    let script = route(&request);
+                    conn.log.lock().unwrap().push(request);
+                    conn.answer(socket, script).await;
+                });
+            }
+        });
+        ScriptedHttpServer {
+            base_url,
+            received,
+            sent,
+            disconnects,
+        }
+    }
+
     /// The requests so far, in order.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
@@ -122,6 +159,10 @@ impl Connection {
             return;
         };
         self.log.lock().unwrap().push(request);
+        self.answer(socket, script).await;
+    }
+
+    async fn answer(self, mut socket: TcpStream, script: Vec<Step>) {
         for step in script {
             match step {
                 Step::Reply {

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use super::rtp::{RtpHeader, RtpPacket};
 use crate::audio::ring::{self, Wake};
 use crate::audio::Resampler;
 use crate::transport::local::PIPELINE_RATE;
+use crate::transport::sip::sdp::NegotiatedMedia;
 
 /// G.711's clock and sample rate.
 pub const G711_RATE: u32 = 8000;
@@ -118,6 +119,9 @@ pub enum MediaError {
     /// The session's task has ended.
     #[error("the media session has ended")]
     Closed,
+    /// A re-INVITE settled on a codec the media layer does not speak.
+    #[error("codec {0} (payload type {1}) is not G.711")]
+    UnsupportedCodec(&'static str, u8),
 }
 
 /// How a received digit arrived.
@@ -234,6 +238,11 @@ impl crate::session::AudioSink for RtpSink {
 
 enum Command {
     Dtmf(Vec<DtmfDigit>),
+    Retarget {
+        remote: SocketAddr,
+        codec: G711,
+        telephone_event: Option<u8>,
+    },
 }
 
 /// A running call's media. Dropping it stops the task.
@@ -241,7 +250,7 @@ pub struct RtpSession {
     commands: mpsc::Sender<Command>,
     stats: Arc<MediaStats>,
     local: SocketAddr,
-    telephone_event: bool,
+    telephone_event: AtomicBool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -264,7 +273,7 @@ impl RtpSession {
         config: MediaConfig,
     ) -> Result<(Self, MediaStreams), MediaError> {
         let local = socket.local_addr()?;
-        let telephone_event = config.telephone_event.is_some();
+        let telephone_event = AtomicBool::new(config.telephone_event.is_some());
         let stats = Arc::new(MediaStats::default());
         let (in_tx, in_rx) = rtrb::RingBuffer::new(INBOUND_RING);
         let (out_tx, out_rx) = rtrb::RingBuffer::new(OUTBOUND_RING);
@@ -308,7 +317,7 @@ impl RtpSession {
     /// Queues `digits` (`0-9*#A-D`) to be sent as RFC 4733 events, 100 ms each with 100 ms
     /// between them; audio is paused while they play.
     pub async fn send_dtmf(&self, digits: &str) -> Result<(), MediaError> {
-        if !self.telephone_event {
+        if !self.telephone_event.load(Ordering::Relaxed) {
             return Err(MediaError::NoTelephoneEvent);
         }
         let digits = digits
@@ -319,6 +328,28 @@ impl RtpSession {
             .send(Command::Dtmf(digits))
             .await
             .map_err(|_| MediaError::Closed)
+    }
+
+    /// Follows a re-INVITE that moved the media (RFC 3264 §8.3): packets go to the new
+    /// address (latched afresh, never again to the old source), the voice is encoded with the
+    /// new G.711 law and telephone-event uses the new payload type. The engine's rings and the
+    /// RTP clock carry on untouched; a new SSRC from the peer resets the jitter buffer (it does
+    /// on any SSRC change).
+    pub async fn retarget(&self, media: &NegotiatedMedia) -> Result<(), MediaError> {
+        let codec = G711::from_payload_type(media.payload_type).ok_or(
+            MediaError::UnsupportedCodec(media.codec, media.payload_type),
+        )?;
+        self.commands
+            .send(Command::Retarget {
+                remote: media.remote,
+                codec,
+                telephone_event: media.telephone_event,
+            })
+            .await
+            .map_err(|_| MediaError::Closed)?;
+        self.telephone_event
+            .store(media.telephone_event.is_some(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// The counters.
@@ -397,6 +428,8 @@ struct Task {
     epoch: Instant,
     // Receive side.
     peer: Option<SocketAddr>,
+    /// The source latched before a re-INVITE moved the media: never latched again.
+    retired: Option<SocketAddr>,
     jitter: JitterBuffer,
     dtmf_rx: DtmfReceiver,
     inband: Option<InbandDetector>,
@@ -462,6 +495,7 @@ impl Task {
             notify,
             epoch: now,
             peer: None,
+            retired: None,
             dtmf_rx: DtmfReceiver::new(G711_RATE),
             last_event: 0,
             decoded: vec![0.0; MAX_PACKET].into_boxed_slice(),
@@ -529,6 +563,9 @@ impl Task {
                             dtmf_timer.as_mut().reset(self.dtmf_next);
                         }
                     }
+                    Some(Command::Retarget { remote, codec, telephone_event }) => {
+                        self.retarget(remote, codec, telephone_event);
+                    }
                     None => break,
                 },
             }
@@ -557,7 +594,31 @@ impl Task {
         }
     }
 
+    /// Applies a re-INVITE's media: see [`RtpSession::retarget`].
+    fn retarget(&mut self, remote: SocketAddr, codec: G711, telephone_event: Option<u8>) {
+        if remote != self.cfg.remote {
+            tracing::info!(from = %self.cfg.remote, to = %remote, "RTP peer moved by re-INVITE");
+            self.retired = self.peer.take().filter(|p| *p != remote);
+            self.cfg.remote = remote;
+            self.rtcp_peer = None;
+        }
+        if codec != self.cfg.codec {
+            tracing::info!(from = ?self.cfg.codec, to = ?codec, "RTP codec changed by re-INVITE");
+            self.cfg.codec = codec;
+        }
+        if telephone_event != self.cfg.telephone_event {
+            self.cfg.telephone_event = telephone_event;
+            self.dtmf_rx = DtmfReceiver::new(G711_RATE);
+            if telephone_event.is_none() {
+                self.dtmf_queue.clear();
+            }
+        }
+    }
+
     fn may_latch(&self, from: SocketAddr) -> bool {
+        if self.retired == Some(from) {
+            return false;
+        }
         match self.cfg.latch {
             Latch::SameHost => from.ip() == self.cfg.remote.ip(),
             Latch::AnySource => true,

@@ -1,0 +1,72 @@
+//! What the SIP test files share: one log capture per test binary (to count lines and to
+//! check that no password reaches the log), `[sip]` parsing, and blocking peer I/O.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hark::config::SipConfig;
+use hark::transport::sip::{Endpoint, RegistrationState};
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+/// Installs the binary's log capture at `level` (the first call decides) and returns it.
+pub fn captured_logs_at(level: tracing::Level) -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+/// The capture at DEBUG, unless a test installed it at another level first.
+pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    captured_logs_at(tracing::Level::DEBUG)
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every line logged so far.
+pub fn logs_text() -> String {
+    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+}
+
+/// A `[sip]` section's body, parsed and validated.
+pub fn config(text: &str) -> SipConfig {
+    let c: SipConfig = toml::from_str(text).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+/// Runs blocking peer I/O without stalling the endpoint's tasks.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// The endpoint's first registration outcome (anything but `Off`), within 10 s.
+pub async fn registered(ep: &Endpoint) -> RegistrationState {
+    let mut rx = ep.registration();
+    let state = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rx.wait_for(|s| !matches!(s, RegistrationState::Off)),
+    )
+    .await
+    .expect("a registration outcome within 10 s")
+    .unwrap()
+    .clone();
+    state
+}
