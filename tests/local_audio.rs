@@ -295,3 +295,46 @@ fn hark_devices_lists_each_pcm_with_the_rates_it_takes() {
         "{rates:?}"
     );
 }
+
+/// A signal for the whole process (a child's SIGCHLD, here from baresip or a shell) must not
+/// land in a device thread: it cuts a blocked `write` to the card short, and alsa-lib's `file`
+/// plugin then aborts the process when the PCM is closed (seen once in CI).
+#[test]
+fn device_threads_leave_process_signals_to_other_threads() {
+    // No such PCMs: the threads run, retrying the open, which is all this needs.
+    let (audio, _streams) = LocalAudio::start(&config(
+        request("no_such_mic", 16_000, 1),
+        request("no_such_spk", 16_000, 1),
+    ))
+    .unwrap();
+    let blocked = |name: &str| -> Option<u64> {
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+            return u64::from_str_radix(mask.trim(), 16).ok();
+        }
+        None
+    };
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    for name in ["hark-capture", "hark-playback"] {
+        until(&format!("{name} blocks SIGCHLD"), || {
+            blocked(name).is_some_and(|m| m & bit(libc::SIGCHLD) != 0)
+        });
+        let mask = blocked(name).unwrap();
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGPIPE] {
+            assert_ne!(mask & bit(sig), 0, "{name} should block signal {sig}");
+        }
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE] {
+            assert_eq!(mask & bit(sig), 0, "{name} must still take fault {sig}");
+        }
+    }
+    // Only theirs: this thread still takes them.
+    let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap();
+    assert_eq!(u64::from_str_radix(own.trim(), 16).unwrap() & bit(libc::SIGCHLD), 0);
+    drop(audio);
+}

@@ -13,7 +13,7 @@ use hark::transport::sip::{
     CallEvent, DialError, Direction, Endpoint, HangupReason, RegisterError, RegistrationState,
 };
 use hark::transport::CallControl;
-use support::sip_peers::{peers_installed, Baresip, Kamailio, DOMAIN};
+use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
 use support::sip_setup::{blocking, captured_logs, config, logs_text, registered};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -27,19 +27,10 @@ fn direct_config(extra: &str) -> SipConfig {
     ))
 }
 
-macro_rules! need_peers {
-    () => {
-        if !peers_installed() {
-            eprintln!("skipped: kamailio/baresip not installed (scripts/setup.sh --test)");
-            return;
-        }
-        captured_logs();
-    };
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_with_md5_digest_and_unregisters_on_shutdown() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let kam = Kamailio::start(&[("hark", "md5-pass-31337")], "MD5");
     let ep = Endpoint::start(&config(&format!(
         "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"md5-pass-31337\"\ndomain = \"{DOMAIN}\"\nexpires = 120",
@@ -64,7 +55,8 @@ async fn registers_with_md5_digest_and_unregisters_on_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registration_is_refreshed_before_the_granted_lifetime_runs_out() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     // kamailio grants at most 5 s, whatever hark asks for: hark must refresh at 80 % (4 s).
     let kam = Kamailio::start_with(&[("hark", "refresh-pass")], "MD5", Some(5));
     let ep = Endpoint::start(&config(&format!(
@@ -97,7 +89,8 @@ async fn the_registration_is_refreshed_before_the_granted_lifetime_runs_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_with_sha256_digest_when_the_registrar_asks_for_it() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let kam = Kamailio::start(&[("hark", "sha-pass-4242")], "SHA-256");
     let ep = Endpoint::start(&config(&format!(
         "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"sha-pass-4242\"\ndomain = \"{DOMAIN}\"",
@@ -123,7 +116,8 @@ async fn registers_with_sha256_digest_when_the_registrar_asks_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_a_clear_error_that_does_not_show_it() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let kam = Kamailio::start(&[("hark", "right-pass")], "MD5");
     let ep = Endpoint::start(&config(&format!(
         "bind = \"127.0.0.1:0\"\nregistrar = \"{}\"\nuser = \"hark\"\npassword = \"wrong-pass-777\"\ndomain = \"{DOMAIN}\"",
@@ -151,7 +145,8 @@ async fn a_wrong_password_is_a_clear_error_that_does_not_show_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_hark_directly_gets_the_expected_answer_and_hangs_up() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
@@ -194,7 +189,8 @@ async fn baresip_calls_hark_directly_gets_the_expected_answer_and_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hark_hangs_up_and_baresip_sees_the_bye() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
@@ -222,7 +218,8 @@ async fn hark_hangs_up_and_baresip_sees_the_bye() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_call_at_max_sessions_gets_486_busy_here() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("max_sessions = 1"))
         .await
         .unwrap();
@@ -250,7 +247,8 @@ async fn a_second_call_at_max_sessions_gets_486_busy_here() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_gives_up_before_the_answer_cancels_the_call() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
@@ -275,7 +273,8 @@ async fn a_caller_who_gives_up_before_the_answer_cancels_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_and_resume_from_baresip_are_events_with_the_mirrored_direction() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
@@ -303,7 +302,8 @@ async fn hold_and_resume_from_baresip_are_events_with_the_mirrored_direction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_outside_the_allow_list_gets_403() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&config("bind = \"127.0.0.1:0\"\nallow = [\"192.0.2.1\"]"))
         .await
         .unwrap();
@@ -328,7 +328,8 @@ async fn a_peer_outside_the_allow_list_gets_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_through_kamailio_reaches_the_registered_endpoint_both_ways_of_hanging_up() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let kam = Kamailio::start(
         &[("hark", "hark-pass-9"), ("caller", "caller-pass-9")],
         "MD5",
@@ -377,7 +378,8 @@ async fn a_call_through_kamailio_reaches_the_registered_endpoint_both_ways_of_ha
 /// grant) registers it with the new instance, and a call through it reaches hark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registrar_restart_is_survived_and_calls_reach_hark_after_the_next_refresh() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut kam = Kamailio::start_with(
         &[("hark", "restart-pass-5"), ("caller", "caller-pass-5")],
         "MD5",
@@ -450,7 +452,8 @@ fn request(method: &str, n: u32, headers: &str, body: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_datagrams_are_refused_or_dropped_and_calls_still_work() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let to = ep.local_addr();
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -672,7 +675,8 @@ async fn a_scripted_call_covers_retransmission_info_and_dialog_matching() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hark_calls_baresip_and_either_side_hangs_up() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start_with("callee", None, true, None);
     let target = format!("sip:callee@{}", phone.sip_addr);
@@ -706,7 +710,8 @@ async fn hark_calls_baresip_and_either_side_hangs_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbound_call_the_callee_rejects_is_a_typed_error() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let ep = Arc::new(Endpoint::start(&direct_config("")).await.unwrap());
     let mut phone = Baresip::start("callee", None);
     let target = format!("sip:callee@{}", phone.sip_addr);
@@ -755,7 +760,8 @@ async fn answered_call_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blind_transfer_by_refer_connects_the_caller_to_the_target_and_hark_leaves() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut caller = Baresip::start("caller", None);
     let mut target = Baresip::start_with("target", None, true, None);
@@ -825,7 +831,8 @@ async fn a_blind_transfer_by_refer_connects_the_caller_to_the_target_and_hark_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_transfer_is_an_error_a_person_can_understand_and_the_call_stays_up() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut caller = Baresip::start("caller", None);
     let mut refuser = Baresip::start("refuser", None);
@@ -863,7 +870,8 @@ async fn a_refused_transfer_is_an_error_a_person_can_understand_and_the_call_sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_to_a_silent_target_gives_up_in_bounded_time_and_keeps_the_caller() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut caller = Baresip::start("caller", None);
     let mut call = answered_call_from(&mut ep, &mut caller).await;

@@ -18,7 +18,7 @@ use hark::transport::sip::message::Message;
 use hark::transport::sip::ua::MAX_CACHED_RESPONSES;
 use hark::transport::sip::Endpoint;
 use hark::transport::CallControl;
-use support::sip_peers::{peers_installed, Baresip};
+use support::sip_peers::{require_peers, Baresip};
 use support::sip_setup::{self as sip_setup, blocking, logs_text};
 use tokio::net::UdpSocket;
 
@@ -49,15 +49,6 @@ fn guarded_config() -> SipConfig {
     ))
 }
 
-macro_rules! need_peers {
-    () => {
-        if !peers_installed() {
-            eprintln!("skipped: kamailio/baresip not installed (scripts/setup.sh --test)");
-            return;
-        }
-    };
-}
-
 /// A baresip whose current account is `door@` with `password` (added over ctrl_tcp with
 /// `uanew`, made current with `uafind`), so it answers hark's challenge with it.
 fn caller_with_password(password: &str) -> Baresip {
@@ -75,7 +66,7 @@ fn caller_with_password(password: &str) -> Baresip {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_with_the_right_password_is_challenged_then_its_call_is_answered() {
-    need_peers!();
+    require_peers();
     captured_logs();
     let mut ep = Endpoint::start(&guarded_config()).await.unwrap();
     let mut phone = caller_with_password(PASSWORD);
@@ -100,7 +91,7 @@ async fn baresip_with_the_right_password_is_challenged_then_its_call_is_answered
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_with_a_wrong_password_is_refused_and_no_call_is_offered() {
-    need_peers!();
+    require_peers();
     captured_logs();
     let mut ep = Endpoint::start(&guarded_config()).await.unwrap();
     let mut phone = caller_with_password("not-the-password");
@@ -289,7 +280,7 @@ async fn counted(counter: &std::sync::atomic::AtomicU64, at_least: u64) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_malformed_corpus_gets_errors_naming_the_fault_or_is_dropped_and_calls_still_work() {
-    need_peers!();
+    require_peers();
     captured_logs();
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sip_corpus"));
     let expectations = corpus_expectations();
@@ -385,7 +376,7 @@ async fn pour(ep: &Endpoint, sock: &UdpSocket, datagrams: &[Vec<u8>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_invites_and_garbage_keeps_tables_bounded_logs_quiet_and_calls_working() {
-    need_peers!();
+    require_peers();
     captured_logs();
     const N: usize = 10_000;
     let mut ep = Endpoint::start(&endpoint_config("")).await.unwrap();

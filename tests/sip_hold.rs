@@ -17,7 +17,7 @@ use hark::transport::sip::{
     CallEvent, Direction, Endpoint, HangupReason, IncomingCall, NegotiatedMedia,
 };
 use hark::transport::CallControl;
-use support::sip_peers::{peers_installed, Baresip};
+use support::sip_peers::{require_peers, Baresip};
 use support::sip_setup::{blocking, config};
 use tokio::net::UdpSocket;
 
@@ -42,10 +42,7 @@ fn tone_frame(freq: f32, k: usize) -> Vec<f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hark_holds_baresip_which_answers_recvonly_keeps_receiving_hark_and_is_resumed() {
-    if !peers_installed() {
-        eprintln!("skipped: baresip not installed (scripts/setup.sh --test)");
-        return;
-    }
+    require_peers();
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
@@ -129,10 +126,7 @@ async fn hark_holds_baresip_which_answers_recvonly_keeps_receiving_hark_and_is_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hark_holds_and_resumes_a_call_it_placed_to_baresip() {
-    if !peers_installed() {
-        eprintln!("skipped: baresip not installed (scripts/setup.sh --test)");
-        return;
-    }
+    require_peers();
     let ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start_with("callee", None, true, None);
     let target = format!("sip:callee@{}", phone.sip_addr);

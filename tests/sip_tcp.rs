@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hark::transport::sip::{CallEvent, Endpoint, HangupReason, RegisterError, RegistrationState};
 use hark::transport::CallControl;
-use support::sip_peers::{peers_installed, Baresip, Kamailio, DOMAIN};
+use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
 use support::sip_setup::{blocking, captured_logs, config, logs_text, registered};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,19 +29,10 @@ async fn registering(kam: &Kamailio, password: &str) -> Endpoint {
     .unwrap()
 }
 
-macro_rules! need_peers {
-    () => {
-        if !peers_installed() {
-            eprintln!("skipped: kamailio/baresip not installed (scripts/setup.sh --test)");
-            return;
-        }
-        captured_logs();
-    };
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_over_tcp_with_digest_and_unregisters_on_shutdown() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let kam = Kamailio::start_tcp(&[("hark", "tcp-pass-4711")], "MD5");
     let ep = registering(&kam, "tcp-pass-4711").await;
     let mut rx = ep.registration();
@@ -94,7 +85,8 @@ fn source(line: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_hark_through_kamailio_over_tcp_with_media_both_ways_of_hanging_up() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let kam = Kamailio::start_tcp(
         &[("hark", "hark-tcp-pass"), ("caller", "caller-tcp-pass")],
         "MD5",
@@ -161,7 +153,8 @@ async fn baresip_calls_hark_through_kamailio_over_tcp_with_media_both_ways_of_ha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registrar_restart_closes_the_connection_and_hark_registers_again_over_a_new_one() {
-    need_peers!();
+    require_peers();
+    captured_logs();
     let mut kam = Kamailio::start_tcp(&[("hark", "restart-tcp-pass")], "MD5");
     let ep = registering(&kam, "restart-tcp-pass").await;
     assert!(matches!(

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::cascade::Concierge;
 use crate::common;
-use crate::support::sip_peers::{peers_installed, Baresip};
+use crate::support::sip_peers::{require_peers, Baresip};
 
 const RATE: u32 = 8_000;
 
@@ -78,10 +78,7 @@ pub(crate) async fn until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_asks_a_question_and_hears_the_agents_answer_then_hangs_up() {
-    assert!(
-        peers_installed(),
-        "baresip and kamailio are not installed: run scripts/setup.sh --test"
-    );
+    require_peers();
     let concierge = Concierge::start().await;
     let toml = format!(
         "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
@@ -148,10 +145,7 @@ async fn a_caller_asks_a_question_and_hears_the_agents_answer_then_hangs_up() {
 /// the phone sees the call close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_says_goodbye_and_hangs_up_with_end_call() {
-    assert!(
-        peers_installed(),
-        "baresip and kamailio are not installed: run scripts/setup.sh --test"
-    );
+    require_peers();
     let concierge = Concierge::hanging_up().await;
     let toml = format!(
         "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
@@ -237,10 +231,7 @@ async fn keys(rx: &mut broadcast::Receiver<PhoneEvent>, count: usize) -> (String
 /// LLM as the caller's turn, which the agent answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_pressed_on_the_phone_reach_the_handler_in_order_and_the_entry_reaches_the_llm() {
-    assert!(
-        peers_installed(),
-        "baresip and kamailio are not installed: run scripts/setup.sh --test"
-    );
+    require_peers();
     let concierge = Concierge::start().await;
     let toml = format!(
         "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",
@@ -291,10 +282,7 @@ async fn keys_pressed_on_the_phone_reach_the_handler_in_order_and_the_entry_reac
 /// say goodbye and hang up (hark sends BYE; the phone sees the call close after the goodbye).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapped_key_sequence_says_goodbye_and_ends_the_call() {
-    assert!(
-        peers_installed(),
-        "baresip and kamailio are not installed: run scripts/setup.sh --test"
-    );
+    require_peers();
     let concierge = Concierge::start().await;
     let toml = format!(
         "{}\n[agent.dtmf]\n[[agent.dtmf.keys]]\ndigits = \"*9\"\nsay = \"Goodbye.\"\n\
@@ -343,10 +331,7 @@ async fn a_mapped_key_sequence_says_goodbye_and_ends_the_call() {
 /// baresip reports receiving each, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_send_dtmf_tool_sends_rfc_4733_events_the_phone_receives() {
-    assert!(
-        peers_installed(),
-        "baresip and kamailio are not installed: run scripts/setup.sh --test"
-    );
+    require_peers();
     let concierge = Concierge::pressing("407").await;
     let toml = format!(
         "{}\n[sip]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\"]\n",

@@ -20,7 +20,7 @@ use crate::common;
 use crate::phone::{start_phone, until};
 use crate::sse_server::{Received, ScriptedHttpServer, Step};
 use crate::stt_support::{self, WsTestServer};
-use crate::support::sip_peers::{peers_installed, Baresip};
+use crate::support::sip_peers::{require_peers, Baresip};
 use crate::tts_openai::{self, SpeechTestServer};
 
 const RATE: u32 = 8_000;
@@ -253,7 +253,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hark_calls_a_phone_and_hangs_up_when_an_answering_machine_picks_up() {
-    assert!(peers_installed(), "run scripts/setup.sh --test");
+    require_peers();
     let s = servers(
         vec![hears(
             "Hi, you have reached Sam. Please leave a message after the tone.",
@@ -305,7 +305,7 @@ async fn hark_calls_a_phone_and_hangs_up_when_an_answering_machine_picks_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_person_answers_hark_calls_on_with_the_agent_until_they_hang_up() {
-    assert!(peers_installed(), "run scripts/setup.sh --test");
+    require_peers();
     let s = servers(
         vec![hears("Hello, who is this?")],
         "No",
@@ -366,7 +366,7 @@ struct Transfer {
 }
 
 async fn transfer(reply: &str) -> Transfer {
-    assert!(peers_installed(), "run scripts/setup.sh --test");
+    require_peers();
     crate::logs::logs();
     // The supervisor speaks at 2.5 s (the briefing is under way), then sends a 1 kHz tone;
     // the caller asks at 0.5 s, then sends a 1.5 kHz tone from 6 s (muted until the switch).

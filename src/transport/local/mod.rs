@@ -172,6 +172,7 @@ impl LocalAudio {
         for (name, req, dir, mut job) in jobs {
             let (stop, stats) = (stop.clone(), stats.clone());
             threads.push(thread::Builder::new().name(name.into()).spawn(move || {
+                block_async_signals();
                 let own = match dir {
                     Direction::Capture => &stats.capture,
                     Direction::Playback => &stats.playback,
@@ -204,6 +205,24 @@ impl LocalAudio {
     /// The devices' counters.
     pub fn stats(&self) -> &Arc<AudioStats> {
         &self.stats
+    }
+}
+
+/// Keeps process-wide signals (a child's SIGCHLD, SIGTERM, ...) off a device thread, so the
+/// kernel delivers them to another thread. A signal landing in a blocked `write` to a FIFO
+/// makes it return short, and alsa-lib's `file` plugin then aborts the whole process on its
+/// next drop (`pcm_file.c`: `assert(file->wbuf_used_bytes == 0)`); real drivers gain
+/// nothing from being interrupted either.
+fn block_async_signals() {
+    // SAFETY: plain libc calls on a local, initialised signal set, for this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        // A fault raised by this thread's own code must still reach its handler.
+        for sync in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGTRAP] {
+            libc::sigdelset(&mut set, sync);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
