@@ -5,6 +5,10 @@ Reference implementations: onnxruntime (PyPI) for both models, and Pipecat's num
 transformers' WhisperFeatureExtractor for the Smart Turn log-mel features. Inputs are the
 checksum-pinned 16 kHz speech files models/fetch.py writes, so only outputs are stored.
 
+Run it on a CPU whose onnxruntime int8 kernel is exact (x86 with AVX-512 VNNI or AVX-VNNI, or
+ARM): without VNNI, onnxruntime's u8 x s8 kernel saturates and Smart Turn's outputs move by
+~0.1 (hark itself avoids that; see src/listen/engine/exact_int8.rs).
+
 usage: python3 -m venv /tmp/ref && /tmp/ref/bin/pip install onnxruntime==1.31.1 numpy
        /tmp/ref/bin/python scripts/make-reference.py
 """

@@ -335,6 +335,9 @@ fn device_threads_leave_process_signals_to_other_threads() {
     // Only theirs: this thread still takes them.
     let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
     let own = own.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap();
-    assert_eq!(u64::from_str_radix(own.trim(), 16).unwrap() & bit(libc::SIGCHLD), 0);
+    assert_eq!(
+        u64::from_str_radix(own.trim(), 16).unwrap() & bit(libc::SIGCHLD),
+        0
+    );
     drop(audio);
 }

@@ -1,6 +1,8 @@
 //! ONNX inference behind one small trait, so each model can run on tract (pure Rust, everywhere,
 //! the only choice on armv7) or onnxruntime (a C library loaded at run time where it exists).
 
+#[cfg(feature = "onnxruntime")]
+mod exact_int8;
 mod tract;
 mod tract_patch;
 

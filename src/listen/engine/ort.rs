@@ -8,7 +8,7 @@ use ort::environment::Environment;
 use ort::session::{builder::GraphOptimizationLevel, Session, SessionInputValue};
 use ort::value::TensorRef;
 
-use super::{EngineError, EngineKind, Inference, InputSpec, ModelSpec};
+use super::{exact_int8, EngineError, EngineKind, Inference, InputSpec, ModelSpec};
 
 /// Loads the library once per process; later calls report the first outcome.
 pub(super) fn init(lib: &Path) -> Result<&'static Environment, String> {
@@ -42,6 +42,16 @@ impl OrtModel {
             engine: EngineKind::Onnxruntime,
             reason: e.to_string(),
         };
+        let exact = exact_int8::kernel_saturates()
+            .then(|| exact_int8::unsigned_weights(bytes))
+            .flatten();
+        if exact.is_some() {
+            tracing::debug!(
+                model = spec.name,
+                "int8 weights stored as u8: this CPU's u8 x s8 kernel saturates"
+            );
+        }
+        let bytes = exact.as_deref().unwrap_or(bytes);
         let session = Session::builder(env)
             .map_err(err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
