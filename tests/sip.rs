@@ -742,6 +742,66 @@ async fn an_outbound_call_the_callee_rejects_is_a_typed_error() {
     ));
 }
 
+/// A phone that rings and never answers, scripted over UDP so every message can be checked:
+/// hark CANCELs when its ring limit passes, and ACKs the 487 that ends the INVITE, so the
+/// phone need not resend it for 32 s (RFC 3261 §17.1.1.3; the 487 once went unacknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_rings_out_is_cancelled_and_the_487_is_acknowledged() {
+    captured_logs();
+    let ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("sip:ringing@{}", phone.local_addr().unwrap());
+    let dialing = tokio::spawn(async move {
+        let err = ep.call(&target, Duration::from_secs(1)).await.unwrap_err();
+        (ep, err)
+    });
+    let recv = || async {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = tokio::time::timeout(WAIT, phone.recv_from(&mut buf))
+            .await
+            .expect("a message from hark")
+            .unwrap();
+        (Message::parse(&buf[..n]).unwrap(), from)
+    };
+    let (invite, hark) = recv().await;
+    assert_eq!(invite.method(), "INVITE");
+    let ringing = Message::response_to(&invite, 180, "Ringing", Some("ph0ne"));
+    phone.send_to(&ringing.to_bytes(), hark).await.unwrap();
+    let cancel = loop {
+        let (m, _) = recv().await;
+        if m.method() == "CANCEL" {
+            break m;
+        }
+    };
+    assert_eq!(
+        cancel.branch(),
+        invite.branch(),
+        "CANCEL matches the INVITE"
+    );
+    assert_eq!(cancel.cseq().unwrap().0, invite.cseq().unwrap().0);
+    // The CANCEL's 200 and the INVITE's 487 share a branch; each reaches its transaction.
+    let ok = Message::response_to(&cancel, 200, "OK", Some("ph0ne"));
+    phone.send_to(&ok.to_bytes(), hark).await.unwrap();
+    let terminated = Message::response_to(&invite, 487, "Request Terminated", Some("ph0ne"));
+    phone.send_to(&terminated.to_bytes(), hark).await.unwrap();
+    let ack = loop {
+        let (m, _) = recv().await;
+        if m.method() == "ACK" {
+            break m;
+        }
+    };
+    assert_eq!(
+        ack.branch(),
+        invite.branch(),
+        "the ACK is in the INVITE's transaction"
+    );
+    assert_eq!(ack.cseq(), Some((invite.cseq().unwrap().0, "ACK".into())));
+    assert_eq!(ack.to_tag().as_deref(), Some("ph0ne"));
+    assert_eq!(ack.call_id(), invite.call_id());
+    let (_ep, err) = dialing.await.unwrap();
+    assert!(matches!(err, DialError::NoAnswer(_)), "{err:?}");
+}
+
 /// baresip `caller` calls hark, hark answers; returns the answered call.
 async fn answered_call_from(
     ep: &mut Endpoint,

@@ -77,8 +77,29 @@ impl Dialer {
     }
 }
 
+/// The ACK for a non-2xx final response to `invite`, part of the INVITE's own transaction
+/// (RFC 3261 §17.1.1.3): its Request-URI, top Via, From, Call-ID and CSeq number, and the
+/// response's To (with the tag the far end chose).
+fn ack_for(invite: &Message, resp: &Message) -> Message {
+    let uri = match &invite.start {
+        StartLine::Request { uri, .. } => uri.as_str(),
+        StartLine::Response { .. } => "",
+    };
+    let seq = invite.cseq().map_or(1, |(n, _)| n);
+    let mut ack = Message::request("ACK", uri);
+    ack.push("Via", invite.header("Via").unwrap_or_default())
+        .push("Max-Forwards", "70")
+        .push("From", invite.header("From").unwrap_or_default())
+        .push("To", resp.header("To").unwrap_or_default())
+        .push("Call-ID", invite.call_id())
+        .push("CSeq", format!("{seq} ACK"));
+    ack
+}
+
 /// Cancels an INVITE that rang out: CANCEL with the INVITE's branch, Call-ID, From, To and
-/// CSeq number (RFC 3261 §9.1), waited on briefly. The far end then ends its INVITE with 487.
+/// CSeq number (RFC 3261 §9.1). The far end then ends the INVITE with 487, which is ACKed, or
+/// it would resend it for 32 s. A 200 that crossed the CANCEL is left unacknowledged: the far
+/// end then ends that call itself (§13.3.1.4).
 async fn cancel(shared: &Arc<Shared>, invite: &Message, dest: SocketAddr) {
     let uri = match &invite.start {
         StartLine::Request { uri, .. } => uri.clone(),
@@ -101,12 +122,23 @@ async fn cancel(shared: &Arc<Shared>, invite: &Message, dest: SocketAddr) {
     cancel
         .push("Max-Forwards", "70")
         .push("CSeq", format!("{seq} CANCEL"));
+    let mut invite_final = shared
+        .socket
+        .expect(&invite.branch().unwrap_or_default(), "INVITE");
     if let Err(e) = shared
         .socket
         .transact(&cancel, dest, Duration::from_secs(4))
         .await
     {
         tracing::debug!(error = %e, "sip: CANCEL unanswered");
+        return;
+    }
+    match invite_final.final_within(Duration::from_secs(4)).await {
+        Some(resp) if resp.code().is_some_and(|c| c >= 300) => {
+            shared.socket.send(&ack_for(invite, &resp), dest).await;
+        }
+        Some(_) => tracing::warn!("sip: the call was answered as it was cancelled; not taking it"),
+        None => tracing::debug!("sip: no final response to the cancelled INVITE"),
     }
 }
 
@@ -191,15 +223,7 @@ pub(super) async fn dial(
         if code < 300 {
             break (invite, resp);
         }
-        // A non-2xx final response is acknowledged in the INVITE's transaction (§17.1.1.3).
-        let mut ack = Message::request("ACK", target);
-        ack.push("Via", invite.header("Via").unwrap_or_default())
-            .push("Max-Forwards", "70")
-            .push("From", from.clone())
-            .push("To", resp.header("To").unwrap_or_default())
-            .push("Call-ID", call_id.clone())
-            .push("CSeq", format!("{cseq} ACK"));
-        shared.socket.send(&ack, dest).await;
+        shared.socket.send(&ack_for(&invite, &resp), dest).await;
         match code {
             401 | 407 if !answered_challenge && shared.settings.credentials.is_some() => {
                 let header = if code == 401 {

@@ -156,10 +156,26 @@ impl SipSocket {
         let Some(branch) = response.branch() else {
             return false;
         };
+        let key = transaction_key(&branch, response.method());
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.get(&branch) {
+        match pending.get(&key) {
             Some(tx) => tx.send(response).is_ok(),
             None => false,
+        }
+    }
+
+    /// Takes the responses to the request sent with `branch` and `method` (RFC 3261 §17.1.3
+    /// matches both: a CANCEL shares its INVITE's branch) until the returned value is dropped.
+    pub fn expect(&self, branch: &str, method: &str) -> Responses<'_> {
+        let key = transaction_key(branch, method);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), tx);
+        Responses {
+            rx,
+            _registered: Unregister { socket: self, key },
         }
     }
 
@@ -171,16 +187,8 @@ impl SipSocket {
         to: SocketAddr,
         timeout: Duration,
     ) -> Result<Message, TransactionError> {
-        let branch = request.branch().unwrap_or_default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(branch.clone(), tx);
-        let _guard = Unregister {
-            socket: self,
-            branch,
-        };
+        let mut responses = self.expect(&request.branch().unwrap_or_default(), request.method());
+        let rx = &mut responses.rx;
         let bytes = request.to_bytes();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut gap = T1;
@@ -241,9 +249,33 @@ impl SipSocket {
     }
 }
 
+/// The responses to one client transaction (see [`SipSocket::expect`]).
+pub struct Responses<'a> {
+    rx: mpsc::UnboundedReceiver<Message>,
+    _registered: Unregister<'a>,
+}
+
+impl Responses<'_> {
+    /// The next final response, if one comes within `limit`.
+    pub async fn final_within(&mut self, limit: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(resp)) if resp.code().is_some_and(|c| c >= 200) => return Some(resp),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+fn transaction_key(branch: &str, method: &str) -> String {
+    format!("{branch} {method}")
+}
+
 struct Unregister<'a> {
     socket: &'a SipSocket,
-    branch: String,
+    key: String,
 }
 
 impl Drop for Unregister<'_> {
@@ -252,7 +284,7 @@ impl Drop for Unregister<'_> {
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.branch);
+            .remove(&self.key);
     }
 }
 
