@@ -230,6 +230,10 @@ fn corpus_expectations() -> Vec<(&'static str, Option<(u16, &'static str)>)> {
             Some((400, "Content-Length")),
         ),
         (
+            "400-content-length-twice.sip",
+            Some((400, "Content-Length")),
+        ),
+        (
             "400-negative-content-length.sip",
             Some((400, "Content-Length")),
         ),

@@ -94,6 +94,17 @@ impl Message {
     /// Parses one datagram.
     pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
         let (mut msg, rest) = Self::parse_head(data)?;
+        let lengths = msg
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+            .count();
+        if lengths > 1 {
+            // Two lengths make the body ambiguous (a classic request-smuggling trick).
+            return Err(ParseError::ContentLength(format!(
+                "declared {lengths} times"
+            )));
+        }
         let len = match msg.header("Content-Length") {
             Some(v) => v
                 .parse::<usize>()
@@ -125,6 +136,7 @@ impl Message {
         let first = lines.next().unwrap_or_default();
         let start = parse_start(first)?;
         let mut headers: Vec<(String, String)> = Vec::new();
+        let (mut counted, mut length_seen) = (0, false);
         for line in lines {
             if line.starts_with([' ', '\t']) {
                 // Folded continuation of the previous header (§7.3.1).
@@ -149,10 +161,17 @@ impl Message {
             if name.is_empty() || name.contains(char::is_whitespace) {
                 return Err(ParseError::Header(clip(line)));
             }
-            if headers.len() == MAX_HEADERS {
+            let name = long_name(name);
+            // The first Content-Length is not counted: hark writes one on every message, so
+            // a message at the limit without one still parses once written back.
+            if name.eq_ignore_ascii_case("Content-Length") && !length_seen {
+                length_seen = true;
+            } else if counted == MAX_HEADERS {
                 return Err(ParseError::TooManyHeaders);
+            } else {
+                counted += 1;
             }
-            headers.push((long_name(name).to_owned(), value.trim().to_owned()));
+            headers.push((name.to_owned(), value.trim().to_owned()));
         }
         let msg = Message {
             start,
@@ -544,6 +563,34 @@ mod tests {
         assert_eq!(m.header("Via"), Some("v x"));
         let again = Message::parse(&m.to_bytes()).unwrap();
         assert_eq!(again.header("Via"), Some("v x"));
+    }
+
+    #[test]
+    fn a_message_at_the_header_limit_parses_again_once_written_with_its_content_length() {
+        // Found by `cargo fuzz`: written back, the added Content-Length went over the limit.
+        let mut text = String::from("OPTIONS sip:a@b SIP/2.0\r\nVia: v\r\nFrom: f\r\nTo: t\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n");
+        for i in 5..MAX_HEADERS {
+            text.push_str(&format!("X-{i}: x\r\n"));
+        }
+        text.push_str("\r\n");
+        let m = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(m.headers.len(), MAX_HEADERS);
+        let again = Message::parse(&m.to_bytes()).unwrap();
+        assert_eq!(again.headers.len(), MAX_HEADERS + 1);
+        let over = text.replace("\r\n\r\n", "\r\nX-last: x\r\n\r\n");
+        assert_eq!(
+            Message::parse(over.as_bytes()).unwrap_err(),
+            ParseError::TooManyHeaders
+        );
+    }
+
+    #[test]
+    fn two_content_lengths_are_refused() {
+        let text = "OPTIONS sip:a@b SIP/2.0\r\nVia: v\r\nFrom: f\r\nTo: t\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\nl: 4\r\n\r\nbody";
+        assert!(matches!(
+            Message::parse(text.as_bytes()).unwrap_err(),
+            ParseError::ContentLength(_)
+        ));
     }
 
     proptest::proptest! {

@@ -52,3 +52,9 @@ pub use outbound::{DialError, Dialer};
 pub use register::{RegisterError, RegistrationState};
 pub use sdp::{Direction, NegotiatedMedia};
 pub use ua::{Endpoint, EndpointError, Stats};
+
+/// Whether the `n`th occurrence of something a flood can repeat is logged: the first ten, then
+/// one in `every`, so bad peers cannot fill the log (or spend the CPU writing it).
+pub(crate) fn worth_logging(n: u64, every: u64) -> bool {
+    n <= 10 || n.is_multiple_of(every)
+}

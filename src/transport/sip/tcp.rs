@@ -26,6 +26,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::message::MAX_MESSAGE;
+use super::worth_logging;
 
 /// Most connections open at once (accepted and opened together); more are refused.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -419,11 +420,6 @@ impl Inner {
     }
 }
 
-/// Logs the first 10 of a kind of event, then every 100th.
-fn worth_logging(count: u64) -> bool {
-    count <= 10 || count.is_multiple_of(100)
-}
-
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -438,7 +434,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         if Inner::adopt(&inner, stream, peer).is_none() {
             let n = inner.stats.refused.load(Ordering::Relaxed);
-            if worth_logging(n) {
+            if worth_logging(n, 100) {
                 tracing::warn!(%peer, count = n, "sip: TCP connection refused: {MAX_CONNECTIONS} are open");
             }
             continue;
@@ -569,7 +565,7 @@ async fn serve(
         End::Io(e) => tracing::debug!(%peer, error = %e, "sip: TCP connection failed"),
         End::Broken(why) => {
             let n = inner.stats.broken.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n) {
+            if worth_logging(n, 100) {
                 tracing::warn!(%peer, count = n, "sip: TCP connection closed: {why}");
             }
         }

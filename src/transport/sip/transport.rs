@@ -49,6 +49,8 @@ enum Link {
 pub struct SipSocket {
     link: Link,
     pending: Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>,
+    /// Sends that failed, for rate-limited logging.
+    send_failures: AtomicU64,
 }
 
 impl SipSocket {
@@ -57,6 +59,7 @@ impl SipSocket {
         SipSocket {
             link: Link::Udp(socket),
             pending: Mutex::new(HashMap::new()),
+            send_failures: AtomicU64::new(0),
         }
     }
 
@@ -65,6 +68,7 @@ impl SipSocket {
         SipSocket {
             link: Link::Tcp(transport),
             pending: Mutex::new(HashMap::new()),
+            send_failures: AtomicU64::new(0),
         }
     }
 
@@ -127,7 +131,11 @@ impl SipSocket {
     /// Sends bytes already written (a cached response).
     pub async fn send_bytes(&self, bytes: &[u8], to: SocketAddr) {
         if let Err(e) = self.send_raw(bytes, to).await {
-            tracing::warn!(%to, error = %e, "sip: send failed");
+            // Answers to a flood from unreachable sources would otherwise log one line each.
+            let n = self.send_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if super::worth_logging(n, 100) {
+                tracing::warn!(%to, error = %e, failures = n, "sip: send failed");
+            }
         }
     }
 

@@ -23,6 +23,7 @@ use super::register::{self, Registrar, RegistrationState};
 use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
 use super::tcp::TcpTransport;
 use super::transport::{branch, token, SipSocket, T1, T2};
+use super::worth_logging;
 use crate::config::sip::{AllowNet, SipConfig, SipTransport};
 use crate::providers::http::ApiKey;
 use crate::transport::CallError;
@@ -373,11 +374,6 @@ async fn local_ip_towards(target: Option<(String, u16)>) -> Option<IpAddr> {
     Some(probe.local_addr().ok()?.ip())
 }
 
-/// Logs the first 10 of a kind of refusal, then every 100th, so a flood cannot fill the log.
-fn worth_logging(count: u64) -> bool {
-    count <= 10 || count.is_multiple_of(100)
-}
-
 async fn read_loop(shared: Arc<Shared>) {
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     loop {
@@ -425,7 +421,7 @@ impl Shared {
 
     fn malformed(&self, src: SocketAddr, why: &str) {
         let n = self.stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
-        if worth_logging(n) {
+        if worth_logging(n, 100) {
             tracing::warn!(%src, count = n, "sip: malformed message: {why}");
         }
     }
@@ -540,7 +536,7 @@ impl Shared {
     async fn new_invite(self: &Arc<Self>, msg: Message, src: SocketAddr) {
         if !self.allowed(src.ip()) {
             let n = self.stats.forbidden.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n) {
+            if worth_logging(n, 100) {
                 tracing::warn!(%src, count = n, "sip: INVITE from a peer not in sip.allow refused (403)");
             }
             // Answered statelessly, not cached: a flood from strangers must not push the
@@ -578,7 +574,7 @@ impl Shared {
         self.respond(&msg, trying, src).await;
         if self.lock().calls.len() >= self.settings.max_sessions {
             let n = self.stats.busy.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n) {
+            if worth_logging(n, 100) {
                 tracing::info!(%src, count = n, "sip: busy, INVITE refused (486)");
             }
             self.reply(&msg, 486, "Busy Here", src).await;
@@ -588,7 +584,7 @@ impl Shared {
             Ok(o) => o,
             Err((code, reason)) => {
                 let n = self.stats.bad_offer.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
+                if worth_logging(n, 100) {
                     tracing::warn!(%src, count = n, "sip: INVITE refused ({code} {reason})");
                 }
                 self.reply(&msg, code, &reason, src).await;
@@ -689,7 +685,7 @@ impl Shared {
             Verdict::Accepted => true,
             Verdict::Challenge { stale } => {
                 let n = self.stats.unauthorized.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
+                if worth_logging(n, 100) {
                     tracing::info!(%src, count = n, stale, "sip: INVITE challenged (401)");
                 }
                 let mut resp = Message::response_to(msg, 401, "Unauthorized", Some(&token()[..16]));
@@ -701,7 +697,7 @@ impl Shared {
             }
             Verdict::Refused(why) => {
                 let n = self.stats.bad_credentials.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
+                if worth_logging(n, 100) {
                     tracing::warn!(%src, count = n, "sip: INVITE with bad credentials refused (403): {why}");
                 }
                 let resp = Message::response_to(

@@ -34,6 +34,7 @@ use crate::audio::ring::{self, Wake};
 use crate::audio::Resampler;
 use crate::transport::local::PIPELINE_RATE;
 use crate::transport::sip::sdp::NegotiatedMedia;
+use crate::transport::sip::worth_logging;
 
 /// G.711's clock and sample rate.
 pub const G711_RATE: u32 = 8000;
@@ -374,12 +375,6 @@ impl Drop for RtpSession {
     }
 }
 
-/// Whether the `n`th occurrence of a flood-able problem is logged: the first ten, then one in
-/// a thousand.
-fn worth_logging(n: u64) -> bool {
-    n <= 10 || n.is_multiple_of(1000)
-}
-
 fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -589,7 +584,7 @@ impl Task {
 
     fn malformed(&self, from: SocketAddr, why: &dyn std::fmt::Display) {
         let n = self.stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
-        if worth_logging(n) {
+        if worth_logging(n, 1000) {
             tracing::warn!(%from, count = n, "RTP datagram refused: {why}");
         }
     }
@@ -630,7 +625,7 @@ impl Task {
         if let Some(peer) = self.peer {
             if peer != from {
                 let n = self.stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
+                if worth_logging(n, 1000) {
                     tracing::warn!(%from, %peer, count = n, "RTP from a source other than the latched peer ignored");
                 }
                 return;
@@ -659,7 +654,7 @@ impl Task {
         if self.peer.is_none() {
             if !self.may_latch(from) {
                 let n = self.stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
+                if worth_logging(n, 1000) {
                     tracing::warn!(%from, expected = %self.cfg.remote, "RTP from an unexpected source ignored");
                 }
                 return;
@@ -820,7 +815,7 @@ impl Task {
             }
             Err(e) => {
                 let n = self.stats.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
+                if worth_logging(n, 1000) {
                     tracing::warn!(error = %e, %to, count = n, "RTP send failed");
                 }
             }
@@ -896,7 +891,7 @@ impl Task {
             }
             Err(e) => {
                 let n = self.stats.rtcp_malformed.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
+                if worth_logging(n, 1000) {
                     tracing::warn!(%from, count = n, "RTCP datagram refused: {e}");
                 }
             }
@@ -973,7 +968,7 @@ mod tests {
 
     #[test]
     fn flood_logging_thins_out() {
-        let logged = (1..=5000).filter(|&n| worth_logging(n)).count();
+        let logged = (1..=5000).filter(|&n| worth_logging(n, 1000)).count();
         assert_eq!(logged, 10 + 5);
     }
 }
