@@ -251,23 +251,21 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hark_calls_a_phone_and_hangs_up_when_an_answering_machine_picks_up() {
-    require_peers();
-    let s = servers(
-        vec![hears(
-            "Hi, you have reached Sam. Please leave a message after the tone.",
-        )],
-        "Yes",
-        "[agent.voicemail]\nlisten = 1.0\naction = \"hang_up\"",
-    )
-    .await;
+/// hark calls baresip `sam` (auto-answering, saying something at 0.3 s) with an agent on the
+/// protocol servers `s`: sam, hark's events, and the call's outcome.
+async fn hark_calls_sam(
+    s: &Servers,
+) -> (
+    Baresip,
+    broadcast::Receiver<PhoneEvent>,
+    tokio::task::JoinHandle<Result<HangupReason, phone::PhoneError>>,
+) {
     let toml = format!("{}\n[sip]\nbind = \"127.0.0.1:0\"\n", s.toml);
     let config = Config::parse(&toml, "hark.toml".as_ref()).unwrap();
-    let greeting = microphone(0.3, 20.0, 1000.0);
-    let mut phone = blocking(|| Baresip::start_with("sam", None, true, Some(&greeting)));
+    let voice = microphone(0.3, 20.0, 1000.0);
+    let phone = blocking(|| Baresip::start_with("sam", None, true, Some(&voice)));
     let target = format!("sip:sam@{}", phone.sip_addr);
-    let (events, mut rx) = broadcast::channel(1024);
+    let (events, rx) = broadcast::channel(1024);
     let call = tokio::spawn(async move {
         phone::call(
             &config,
@@ -279,6 +277,21 @@ async fn hark_calls_a_phone_and_hangs_up_when_an_answering_machine_picks_up() {
         )
         .await
     });
+    (phone, rx, call)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hark_calls_a_phone_and_hangs_up_when_an_answering_machine_picks_up() {
+    require_peers();
+    let s = servers(
+        vec![hears(
+            "Hi, you have reached Sam. Please leave a message after the tone.",
+        )],
+        "Yes",
+        "[agent.voicemail]\nlisten = 1.0\naction = \"hang_up\"",
+    )
+    .await;
+    let (mut phone, mut rx, call) = hark_calls_sam(&s).await;
     let mut verdict = None;
     let seen = until(&mut rx, Duration::from_secs(30), |e| match e {
         PhoneEvent::Session {
@@ -312,23 +325,7 @@ async fn when_a_person_answers_hark_calls_on_with_the_agent_until_they_hang_up()
         "[agent.voicemail]\nlisten = 1.0",
     )
     .await;
-    let toml = format!("{}\n[sip]\nbind = \"127.0.0.1:0\"\n", s.toml);
-    let config = Config::parse(&toml, "hark.toml".as_ref()).unwrap();
-    let voice = microphone(0.3, 20.0, 1000.0);
-    let mut phone = blocking(|| Baresip::start_with("sam", None, true, Some(&voice)));
-    let target = format!("sip:sam@{}", phone.sip_addr);
-    let (events, mut rx) = broadcast::channel(1024);
-    let call = tokio::spawn(async move {
-        phone::call(
-            &config,
-            common::store(),
-            events,
-            &target,
-            Duration::from_secs(10),
-            std::future::pending(),
-        )
-        .await
-    });
+    let (mut phone, mut rx, call) = hark_calls_sam(&s).await;
     let (mut verdict, mut answered) = (None, false);
     until(&mut rx, Duration::from_secs(30), |e| match e {
         PhoneEvent::Session {

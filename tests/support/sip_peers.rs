@@ -280,6 +280,18 @@ pub struct Baresip {
     dir: TempDir,
 }
 
+/// How a baresip's one account reaches the world.
+enum Account<'a> {
+    /// Direct calls to and from its own address, no registration.
+    Direct { auto_answer: bool },
+    /// Registered with kamailio at `registrar`, over TCP when `tcp`.
+    Registered {
+        registrar: SocketAddr,
+        password: &'a str,
+        tcp: bool,
+    },
+}
+
 impl Baresip {
     /// Starts baresip with one account `user` on `domain`, registering through `registrar`
     /// (with `password`) when given, else making direct calls (no registration). It sends a
@@ -300,9 +312,22 @@ impl Baresip {
         // baresip 1.0 also binds TLS on its SIP port + 1 whatever `sip_transports` says, and
         // that port may be taken by another test's peer: then it exits, and is started again
         // on other ports.
+        let account = match registrar {
+            Some((registrar, password)) => Account::Registered {
+                registrar,
+                password,
+                tcp: false,
+            },
+            None => Account::Direct { auto_answer },
+        };
+        Self::launch(user, &account, microphone)
+    }
+
+    /// Starts baresip, again on other ports while the ones it picked turn out to be taken.
+    fn launch(user: &str, account: &Account, microphone: Option<&hark::audio::Audio>) -> Baresip {
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start(user, registrar, auto_answer, microphone) {
+            match Self::try_launch(user, account, microphone) {
                 Ok(b) => return b,
                 Err(log) if log.contains("Address already in use") => last = log,
                 Err(log) => panic!("baresip's ctrl_tcp did not open:\n{log}"),
@@ -311,14 +336,13 @@ impl Baresip {
         panic!("baresip found no free ports in 5 tries:\n{last}");
     }
 
-    /// One attempt of [`Baresip::start_with`]: baresip, or its log if it did not come up.
-    fn try_start(
+    /// One attempt of [`Baresip::launch`]: baresip, or its log if it did not come up.
+    fn try_launch(
         user: &str,
-        registrar: Option<(SocketAddr, &str)>,
-        auto_answer: bool,
+        account: &Account,
         microphone: Option<&hark::audio::Audio>,
     ) -> Result<Baresip, String> {
-        let answermode = if auto_answer { "auto" } else { "manual" };
+        let tcp = matches!(account, Account::Registered { tcp: true, .. });
         let tone = || hark::audio::Audio {
             rate: 8000,
             samples: (0..8000 * 5)
@@ -326,7 +350,11 @@ impl Baresip {
                 .collect(),
         };
         let dir = TempDir::new("baresip");
-        let sip_port = free_udp_port();
+        let sip_port = if tcp {
+            free_tcp_port()
+        } else {
+            free_udp_port()
+        };
         let ctrl_port = free_tcp_port();
         let wav = dir.0.join("microphone.wav");
         match microphone {
@@ -339,7 +367,7 @@ impl Baresip {
             "poll_method epoll\n\
              net_interface 127.0.0.1\n\
              sip_listen 127.0.0.1:{sip_port}\n\
-             sip_transports udp\n\
+             sip_transports {}\n\
              audio_source aufile,{}\n\
              audio_player aubridge,nil\n\
              audio_alert aubridge,nil\n\
@@ -357,17 +385,32 @@ impl Baresip {
              ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
              rtp_ports 30000-30999\n\
              ",
+            if tcp { "udp,tcp" } else { "udp" },
             wav.display(),
             recordings.display()
         );
         std::fs::write(dir.0.join("config"), config).unwrap();
-        let account = match registrar {
-            Some((addr, password)) => format!(
-                "<sip:{user}@{DOMAIN}>;auth_pass={password};outbound=\"sip:{addr};lr\";regint=300;audio_codecs=PCMU,PCMA\n"
+        let account = match account {
+            Account::Registered {
+                registrar,
+                password,
+                tcp: false,
+            } => format!(
+                "<sip:{user}@{DOMAIN}>;auth_pass={password};outbound=\"sip:{registrar};lr\";regint=300;audio_codecs=PCMU,PCMA\n"
             ),
-            None => format!(
-                "<sip:{user}@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA;answermode={answermode}\n"
+            Account::Registered {
+                registrar,
+                password,
+                tcp: true,
+            } => format!(
+                "<sip:{user}@{DOMAIN};transport=tcp>;auth_pass={password};outbound=\"sip:{registrar};transport=tcp;lr\";regint=300;audio_codecs=PCMU,PCMA\n"
             ),
+            Account::Direct { auto_answer } => {
+                let answermode = if *auto_answer { "auto" } else { "manual" };
+                format!(
+                    "<sip:{user}@127.0.0.1:{sip_port}>;regint=0;audio_codecs=PCMU,PCMA;answermode={answermode}\n"
+                )
+            }
         };
         std::fs::write(dir.0.join("accounts"), account).unwrap();
         std::fs::write(dir.0.join("contacts"), "").unwrap();
@@ -565,95 +608,11 @@ impl Baresip {
     /// (`;transport=tcp` in its AOR and outbound proxy): its REGISTER, INVITE and BYE go over
     /// TCP. Sends the 440 Hz tone as its microphone.
     pub fn start_tcp(user: &str, registrar: SocketAddr, password: &str) -> Baresip {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::try_start_tcp(user, registrar, password) {
-                Ok(b) => return b,
-                Err(log) if log.contains("Address already in use") => last = log,
-                Err(log) => panic!("baresip's ctrl_tcp did not open:\n{log}"),
-            }
-        }
-        panic!("baresip found no free ports in 5 tries:\n{last}");
-    }
-
-    fn try_start_tcp(user: &str, registrar: SocketAddr, password: &str) -> Result<Baresip, String> {
-        let dir = TempDir::new("baresip-tcp");
-        let sip_port = free_tcp_port();
-        let ctrl_port = free_tcp_port();
-        let wav = dir.0.join("microphone.wav");
-        let tone = hark::audio::Audio {
-            rate: 8000,
-            samples: (0..8000 * 5)
-                .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin())
-                .collect(),
+        let account = Account::Registered {
+            registrar,
+            password,
+            tcp: true,
         };
-        hark::audio::wav::write_wav(&wav, &tone).unwrap();
-        let recordings = dir.0.join("heard");
-        std::fs::create_dir_all(&recordings).unwrap();
-        let config = format!(
-            "poll_method epoll\n\
-             net_interface 127.0.0.1\n\
-             sip_listen 127.0.0.1:{sip_port}\n\
-             sip_transports udp,tcp\n\
-             audio_source aufile,{}\n\
-             audio_player aubridge,nil\n\
-             audio_alert aubridge,nil\n\
-             ausrc_srate 8000\n\
-             auplay_srate 8000\n\
-             module_path /usr/lib/baresip/modules\n\
-             module g711.so\n\
-             module aufile.so\n\
-             module aubridge.so\n\
-             module sndfile.so\n\
-             snd_path {}\n\
-             module_app account.so\n\
-             module_app menu.so\n\
-             module_app ctrl_tcp.so\n\
-             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\n\
-             rtp_ports 30000-30999\n\
-             ",
-            wav.display(),
-            recordings.display()
-        );
-        std::fs::write(dir.0.join("config"), config).unwrap();
-        let account = format!(
-            "<sip:{user}@{DOMAIN};transport=tcp>;auth_pass={password};outbound=\"sip:{registrar};transport=tcp;lr\";regint=300;audio_codecs=PCMU,PCMA\n"
-        );
-        std::fs::write(dir.0.join("accounts"), account).unwrap();
-        std::fs::write(dir.0.join("contacts"), "").unwrap();
-        let log = std::fs::File::create(dir.0.join("baresip.log")).unwrap();
-        let mut child = Command::new("/usr/bin/baresip")
-            .arg("-f")
-            .arg(&dir.0)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("baresip starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let ctrl = loop {
-            match TcpStream::connect(("127.0.0.1", ctrl_port)) {
-                Ok(s) => break s,
-                Err(_)
-                    if Instant::now() < deadline && child.try_wait().ok().flatten().is_none() =>
-                {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(e) => {
-                    terminate(&mut child);
-                    let log =
-                        std::fs::read_to_string(dir.0.join("baresip.log")).unwrap_or_default();
-                    return Err(format!("{e}\n{log}"));
-                }
-            }
-        };
-        Ok(Baresip {
-            child,
-            ctrl,
-            buf: Vec::new(),
-            sip_addr: SocketAddr::from(([127, 0, 0, 1], sip_port)),
-            events: Vec::new(),
-            dir,
-        })
+        Self::launch(user, &account, None)
     }
 }
