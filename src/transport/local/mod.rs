@@ -124,12 +124,15 @@ impl crate::session::AudioSink for Speaker {
     }
 }
 
-/// The running devices. Dropping it stops both threads at their next wake-up (a thread blocked
-/// in the driver finishes its period first).
+/// The running devices. Dropping it stops both threads at their next wake-up and waits until
+/// they have closed their devices (bounded; a thread blocked in the driver finishes its period
+/// first).
 pub struct LocalAudio {
     stop: Arc<AtomicBool>,
     stats: Arc<AudioStats>,
     threads: Vec<JoinHandle<()>>,
+    /// Disconnected once both threads have ended.
+    ended: std::sync::mpsc::Receiver<()>,
 }
 
 impl LocalAudio {
@@ -169,9 +172,13 @@ impl LocalAudio {
             ),
         ];
         let mut threads = Vec::with_capacity(2);
+        let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
         for (name, req, dir, mut job) in jobs {
             let (stop, stats) = (stop.clone(), stats.clone());
+            let ended = ended_tx.clone();
             threads.push(thread::Builder::new().name(name.into()).spawn(move || {
+                // Dropped when the thread ends, which is what `LocalAudio::drop` waits for.
+                let _ended = ended;
                 block_async_signals();
                 let own = match dir {
                     Direction::Capture => &stats.capture,
@@ -192,6 +199,7 @@ impl LocalAudio {
                 stop,
                 stats,
                 threads,
+                ended,
             },
             LocalStreams {
                 mic: mic_rx,
@@ -233,10 +241,24 @@ fn block_async_signals() {
 }
 
 impl Drop for LocalAudio {
+    /// Stops both threads and waits (up to [`CLOSE_WAIT`]) until they have closed their
+    /// devices: whoever opens the card next, or reads what was played, finds it released. A
+    /// device that will not close in time (a driver stuck in a write) is left to its thread.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in &self.threads {
             t.thread().unpark();
         }
+        // Disconnected when every thread's sender is gone: no polling.
+        let _ = self.ended.recv_timeout(CLOSE_WAIT);
+        for t in std::mem::take(&mut self.threads) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
     }
 }
+
+/// How long dropping [`LocalAudio`] waits for the devices to close: a device thread notices
+/// `stop` within one 250 ms wait.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
