@@ -29,7 +29,7 @@ use super::call::{CallEvent, HangupReason};
 use super::message::{uri_of, Message, StartLine};
 use super::sdp::{self, Direction, NegotiatedMedia, Offer};
 use super::transport::{token, T1};
-use super::ua::{dest_uri, resolve, Phase, Shared, State, ALLOW};
+use super::ua::{dest_uri, resolve, Shared, State, ALLOW};
 use crate::transport::CallError;
 
 /// How many times a re-INVITE is sent when the peer keeps answering 491.
@@ -154,13 +154,7 @@ impl Shared {
                     "a re-INVITE of this call is already under way".into(),
                 ));
             }
-            let call = st
-                .calls
-                .get_mut(id)
-                .ok_or_else(|| CallError::Failed("the call is over".into()))?;
-            if call.phase != Phase::Confirmed {
-                return Err(CallError::Failed("the call is not answered yet".into()));
-            }
+            let call = st.confirmed_call(id)?;
             call.local_cseq += 1;
             call.sdp_version += 1;
             let body = sdp::reoffer(

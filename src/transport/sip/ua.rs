@@ -158,6 +158,20 @@ pub(super) struct State {
     next_rtp: u16,
 }
 
+impl State {
+    /// Call `id`, if it is up and answered: what hold and transfer act on.
+    pub(super) fn confirmed_call(&mut self, id: &str) -> Result<&mut CallState, CallError> {
+        let call = self
+            .calls
+            .get_mut(id)
+            .ok_or_else(|| CallError::Failed("the call is over".into()))?;
+        if call.phase != Phase::Confirmed {
+            return Err(CallError::Failed("the call is not answered yet".into()));
+        }
+        Ok(call)
+    }
+}
+
 /// What the socket task and the call handles share.
 pub struct Shared {
     pub(super) socket: SipSocket,
@@ -1102,13 +1116,7 @@ impl Shared {
                     "a transfer of this call is already under way".into(),
                 ));
             }
-            let call = st
-                .calls
-                .get_mut(id)
-                .ok_or_else(|| CallError::Failed("the call is over".into()))?;
-            if call.phase != Phase::Confirmed {
-                return Err(CallError::Failed("the call is not answered yet".into()));
-            }
+            let call = st.confirmed_call(id)?;
             let uri = refer::target_uri(
                 target,
                 self.settings.domain.as_deref(),
