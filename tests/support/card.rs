@@ -117,6 +117,42 @@ fn small_pipe(f: &File) {
     unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
 }
 
+/// The test's reading end of a FIFO hark writes to, small (4 KiB: 128 ms of 16 kHz mono)
+/// before hark's first write. Opened by hark's side first, the FIFO would start with the
+/// default 64 KiB, a fast writer could fill it before the resize (which then fails), and two
+/// seconds of hidden latency would sit between hark and the test's ears (CI: a reply heard
+/// 2.6 s after hark played it). Open it before hark starts.
+pub struct FifoReader {
+    file: File,
+    /// A read-write descriptor, so that reads wait for hark instead of seeing end-of-file
+    /// while no writer has opened yet; let go at the first bytes, after which hark closing
+    /// its end is an end-of-file again.
+    hold: Option<File>,
+}
+
+impl FifoReader {
+    pub fn open(path: &Path) -> std::io::Result<FifoReader> {
+        let hold = File::options().read(true).write(true).open(path)?;
+        small_pipe(&hold);
+        // Does not wait: `hold` is a writer.
+        let file = File::open(path)?;
+        Ok(FifoReader {
+            file,
+            hold: Some(hold),
+        })
+    }
+}
+
+impl Read for FifoReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let got = self.file.read(buf)?;
+        if got > 0 {
+            self.hold = None;
+        }
+        Ok(got)
+    }
+}
+
 /// The microphone's side of a FIFO: plays `frames` (interleaved S16 at `rate` × `channels`) in
 /// real time, then silence until dropped.
 pub struct Mic {
@@ -180,15 +216,14 @@ pub struct Speaker {
 }
 
 impl Speaker {
-    /// Opens `path` for reading (in its thread: the open waits for hark's) and reads
-    /// `rate × channels` samples per second until `stop_after` samples or [`Speaker::unplug`].
+    /// Opens `path` for reading (a [`FifoReader`]: call it before hark opens its end) and
+    /// reads `rate × channels` samples per second until `stop_after` samples or drop.
     pub fn start(path: PathBuf, rate: u32, channels: u32, stop_after: Option<usize>) -> Speaker {
         let heard = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (sink, flag) = (heard.clone(), stop.clone());
+        let mut f = FifoReader::open(&path).expect("the speaker's FIFO");
         let thread = std::thread::spawn(move || {
-            let Ok(mut f) = File::open(&path) else { return };
-            small_pipe(&f);
             let chunk = (rate / 100 * channels) as usize * 2;
             let mut buf = vec![0u8; chunk];
             let start = Instant::now();
@@ -318,15 +353,12 @@ impl Room {
         let log = Arc::new(Mutex::new(RoomLog::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (shared, flag) = (log.clone(), stop.clone());
+        let mut spk = FifoReader::open(&speaker).expect("the room's speaker FIFO");
         std::thread::spawn(move || {
             let Ok(mut mic) = File::options().write(true).open(&mic) else {
                 return;
             };
             small_pipe(&mic);
-            let Ok(mut spk) = File::open(&speaker) else {
-                return;
-            };
-            small_pipe(&spk);
             let chunk = (rate / 100) as usize;
             let delay = (acoustics.delay.as_secs_f64() * rate as f64) as usize;
             // The direct path and three reflections, each later and weaker: a small room.
