@@ -239,14 +239,19 @@ fn a_microphone_that_fails_mid_stream_is_reopened_and_records_again() {
     });
     // The device is back: the reopened PCM records what is said now.
     drop(_mic);
-    while streams.mic.pop().is_ok() {}
     let speech = speech();
     let _tap = card::Speaker::start(tap, 16_000, 1, None);
-    let _mic = card::Mic::start(mic_in, 16_000, 1, card::interleave(&speech, 1));
+    // Half a second of silence first: what the device read before the new microphone was
+    // connected is dropped, and the speech must not be.
+    let mut said = vec![0.0; PIPELINE_RATE as usize / 2];
+    said.extend_from_slice(&speech);
+    let mic = card::Mic::start(mic_in, 16_000, 1, card::interleave(&said, 1));
     until("the microphone is reopened", || {
         stats.capture.reopens.load(Ordering::Relaxed) == 1
             && stats.capture.up.load(Ordering::Relaxed)
+            && mic.connected()
     });
+    while streams.mic.pop().is_ok() {}
     let heard = record(&mut streams, speech.len() + PIPELINE_RATE as usize);
     assert_similar(
         "the reopened microphone should record the speech",

@@ -157,18 +157,21 @@ impl Read for FifoReader {
 /// real time, then silence until dropped.
 pub struct Mic {
     stop: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Mic {
     pub fn start(path: PathBuf, rate: u32, channels: u32, frames: Vec<i16>) -> Mic {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let connected = Arc::new(AtomicBool::new(false));
+        let (flag, opened) = (stop.clone(), connected.clone());
         let thread = std::thread::spawn(move || {
-            let Ok(mut f) = File::options().write(true).open(&path) else {
+            let Some(mut f) = FifoWriter::open(&path, &flag) else {
                 return;
             };
-            small_pipe(&f);
+            opened.store(true, Ordering::Relaxed);
+            small_pipe(&f.file);
             let chunk = (rate / 100 * channels) as usize;
             let silence = vec![0i16; chunk];
             let mut pieces = frames.chunks(chunk);
@@ -181,7 +184,7 @@ impl Mic {
                 piece
                     .iter()
                     .for_each(|s| bytes.extend_from_slice(&s.to_le_bytes()));
-                if f.write_all(&bytes).is_err() {
+                if !f.write_all(&bytes, &flag) {
                     return;
                 }
                 n += 1;
@@ -191,20 +194,81 @@ impl Mic {
         });
         Mic {
             stop,
+            connected,
             thread: Some(thread),
         }
+    }
+
+    /// Whether hark's device has opened the FIFO and the frames are flowing. Until then a
+    /// device reading the FIFO gets end-of-file, which ALSA's file plugin turns into
+    /// silence as fast as it is asked.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Mic {
+    /// Returns once the FIFO is closed: a writer left behind would feed the next reader.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            // A writer still waiting for the reader to open never returns; leave it.
-            if t.is_finished() {
-                let _ = t.join();
+            let _ = t.join();
+        }
+    }
+}
+
+/// The test's writing end of a FIFO hark reads, which never blocks for longer than
+/// [`FifoWriter::POLL`] without looking at its stop flag, so a [`Mic`] can always be stopped
+/// and closed: one left writing (waiting for a reader, or for a stalled one to read) would
+/// later feed a reopened device next to its replacement.
+struct FifoWriter {
+    file: File,
+}
+
+impl FifoWriter {
+    const POLL: Duration = Duration::from_millis(10);
+
+    /// Waits for the reader (hark opening its device) until `stop`.
+    fn open(path: &Path, stop: &AtomicBool) -> Option<FifoWriter> {
+        use std::os::unix::fs::OpenOptionsExt;
+        loop {
+            match File::options()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+            {
+                Ok(file) => return Some(FifoWriter { file }),
+                // No reader yet.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(_) => return None,
+            }
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Self::POLL);
+        }
+    }
+
+    /// Writes all of `bytes`; false once the reader has gone or `stop`.
+    fn write_all(&mut self, mut bytes: &[u8], stop: &AtomicBool) -> bool {
+        while !bytes.is_empty() {
+            match self.file.write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    let mut fd = libc::pollfd {
+                        fd: self.file.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    unsafe { libc::poll(&mut fd, 1, Self::POLL.as_millis() as i32) };
+                }
+                Err(_) => return false,
             }
         }
+        true
     }
 }
 

@@ -79,6 +79,8 @@ pub(super) fn run(
         stream.configure(&n);
         stats.up.store(true, Ordering::Relaxed);
         pump(&pcm, &n, dir, stop, stats, stream, side);
+        // Down once closed, not before: whoever watches `up` may reopen the card at once.
+        drop(pcm);
         stats.up.store(false, Ordering::Relaxed);
     }
 }
