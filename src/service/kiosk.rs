@@ -285,8 +285,15 @@ pub async fn run(
         }
     };
     let stats = audio.stats().clone();
-    drop(audio);
-    live.stop()?;
+    // Closing the devices and the front end waits for their threads: not on a runtime worker.
+    let stopped = tokio::task::spawn_blocking(move || {
+        drop(audio);
+        live.stop()
+    })
+    .await;
+    if let Ok(stopped) = stopped {
+        stopped?;
+    }
     result.map(|()| stats)
 }
 
