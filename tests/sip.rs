@@ -747,49 +747,14 @@ async fn an_outbound_call_the_callee_rejects_is_a_typed_error() {
 /// phone need not resend it for 32 s (RFC 3261 §17.1.1.3; the 487 once went unacknowledged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_rings_out_is_cancelled_and_the_487_is_acknowledged() {
-    captured_logs();
-    let ep = Endpoint::start(&direct_config("")).await.unwrap();
-    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let target = format!("sip:ringing@{}", phone.local_addr().unwrap());
-    let dialing = tokio::spawn(async move {
-        let err = ep.call(&target, Duration::from_secs(1)).await.unwrap_err();
-        (ep, err)
-    });
-    let recv = || async {
-        let mut buf = vec![0u8; 65536];
-        let (n, from) = tokio::time::timeout(WAIT, phone.recv_from(&mut buf))
-            .await
-            .expect("a message from hark")
-            .unwrap();
-        (Message::parse(&buf[..n]).unwrap(), from)
-    };
-    let (invite, hark) = recv().await;
-    assert_eq!(invite.method(), "INVITE");
-    let ringing = Message::response_to(&invite, 180, "Ringing", Some("ph0ne"));
-    phone.send_to(&ringing.to_bytes(), hark).await.unwrap();
-    let cancel = loop {
-        let (m, _) = recv().await;
-        if m.method() == "CANCEL" {
-            break m;
-        }
-    };
-    assert_eq!(
-        cancel.branch(),
-        invite.branch(),
-        "CANCEL matches the INVITE"
-    );
-    assert_eq!(cancel.cseq().unwrap().0, invite.cseq().unwrap().0);
+    let phone = RingingPhone::dialled().await;
     // The CANCEL's 200 and the INVITE's 487 share a branch; each reaches its transaction.
-    let ok = Message::response_to(&cancel, 200, "OK", Some("ph0ne"));
-    phone.send_to(&ok.to_bytes(), hark).await.unwrap();
-    let terminated = Message::response_to(&invite, 487, "Request Terminated", Some("ph0ne"));
-    phone.send_to(&terminated.to_bytes(), hark).await.unwrap();
-    let ack = loop {
-        let (m, _) = recv().await;
-        if m.method() == "ACK" {
-            break m;
-        }
-    };
+    let ok = Message::response_to(&phone.cancel, 200, "OK", Some("ph0ne"));
+    phone.send(&ok).await;
+    let terminated = Message::response_to(&phone.invite, 487, "Request Terminated", Some("ph0ne"));
+    phone.send(&terminated).await;
+    let ack = phone.next("ACK").await;
+    let invite = &phone.invite;
     assert_eq!(
         ack.branch(),
         invite.branch(),
@@ -798,8 +763,114 @@ async fn a_call_that_rings_out_is_cancelled_and_the_487_is_acknowledged() {
     assert_eq!(ack.cseq(), Some((invite.cseq().unwrap().0, "ACK".into())));
     assert_eq!(ack.to_tag().as_deref(), Some("ph0ne"));
     assert_eq!(ack.call_id(), invite.call_id());
-    let (_ep, err) = dialing.await.unwrap();
+    let (_ep, err) = phone.dialling.await.unwrap();
     assert!(matches!(err, DialError::NoAnswer(_)), "{err:?}");
+}
+
+/// The phone answers just as hark gives up: its 200 crosses the CANCEL. hark ACKs the 200 and
+/// hangs up with BYE at once, rather than leaving the far end with a call nobody is on.
+#[tokio::test]
+async fn a_call_answered_as_it_is_cancelled_is_acknowledged_and_hung_up() {
+    let phone = RingingPhone::dialled().await;
+    let ok = Message::response_to(&phone.cancel, 200, "OK", Some("ph0ne"));
+    phone.send(&ok).await;
+    let mut answered = Message::response_to(&phone.invite, 200, "OK", Some("ph0ne"));
+    answered.push("Contact", format!("<sip:ringing@{}>", phone.addr()));
+    phone.send(&answered).await;
+    let invite = phone.invite.clone();
+    let ack = phone.next("ACK").await;
+    assert_ne!(
+        ack.branch(),
+        invite.branch(),
+        "a 2xx's ACK is a transaction of its own"
+    );
+    assert_eq!(ack.cseq(), Some((invite.cseq().unwrap().0, "ACK".into())));
+    assert_eq!(ack.to_tag().as_deref(), Some("ph0ne"));
+    assert_eq!(ack.call_id(), invite.call_id());
+    let bye = phone.next("BYE").await;
+    assert_eq!(
+        bye.cseq(),
+        Some((invite.cseq().unwrap().0 + 1, "BYE".into()))
+    );
+    assert_eq!(bye.to_tag().as_deref(), Some("ph0ne"));
+    assert_eq!(bye.call_id(), invite.call_id());
+    phone
+        .send(&Message::response_to(&bye, 200, "OK", Some("ph0ne")))
+        .await;
+    let (_ep, err) = phone.dialling.await.unwrap();
+    assert!(matches!(err, DialError::NoAnswer(_)), "{err:?}");
+}
+
+/// A phone scripted over UDP that hark dials and that rings (180) until hark cancels.
+struct RingingPhone {
+    socket: tokio::net::UdpSocket,
+    hark: std::net::SocketAddr,
+    invite: Message,
+    cancel: Message,
+    dialling: tokio::task::JoinHandle<(Endpoint, DialError)>,
+}
+
+impl RingingPhone {
+    /// hark dials the phone with a 1 s ring timeout; returns once hark's CANCEL arrived.
+    async fn dialled() -> RingingPhone {
+        captured_logs();
+        let ep = Endpoint::start(&direct_config("")).await.unwrap();
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("sip:ringing@{}", socket.local_addr().unwrap());
+        let dialling = tokio::spawn(async move {
+            let err = ep.call(&target, Duration::from_secs(1)).await.unwrap_err();
+            (ep, err)
+        });
+        let (invite, hark) = recv(&socket).await;
+        assert_eq!(invite.method(), "INVITE");
+        let ringing = Message::response_to(&invite, 180, "Ringing", Some("ph0ne"));
+        socket.send_to(&ringing.to_bytes(), hark).await.unwrap();
+        let cancel = next(&socket, "CANCEL").await;
+        assert_eq!(
+            cancel.branch(),
+            invite.branch(),
+            "CANCEL matches the INVITE"
+        );
+        assert_eq!(cancel.cseq().unwrap().0, invite.cseq().unwrap().0);
+        RingingPhone {
+            socket,
+            hark,
+            invite,
+            cancel,
+            dialling,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    async fn next(&self, method: &str) -> Message {
+        next(&self.socket, method).await
+    }
+
+    async fn send(&self, m: &Message) {
+        self.socket.send_to(&m.to_bytes(), self.hark).await.unwrap();
+    }
+}
+
+async fn recv(socket: &tokio::net::UdpSocket) -> (Message, std::net::SocketAddr) {
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = tokio::time::timeout(WAIT, socket.recv_from(&mut buf))
+        .await
+        .expect("a message from hark")
+        .unwrap();
+    (Message::parse(&buf[..n]).unwrap(), from)
+}
+
+/// The next request of `method` (retransmissions of others are passed over).
+async fn next(socket: &tokio::net::UdpSocket, method: &str) -> Message {
+    loop {
+        let (m, _) = recv(socket).await;
+        if m.method() == method {
+            return m;
+        }
+    }
 }
 
 /// baresip `caller` calls hark, hark answers; returns the answered call.

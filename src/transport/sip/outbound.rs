@@ -98,18 +98,14 @@ fn ack_for(invite: &Message, resp: &Message) -> Message {
 
 /// Cancels an INVITE that rang out: CANCEL with the INVITE's branch, Call-ID, From, To and
 /// CSeq number (RFC 3261 §9.1). The far end then ends the INVITE with 487, which is ACKed, or
-/// it would resend it for 32 s. A 200 that crossed the CANCEL is left unacknowledged: the far
-/// end then ends that call itself (§13.3.1.4).
+/// it would resend it for 32 s. A 200 that crossed the CANCEL is ACKed and the call ended with
+/// BYE (§15).
 async fn cancel(shared: &Arc<Shared>, invite: &Message, dest: SocketAddr) {
     let uri = match &invite.start {
         StartLine::Request { uri, .. } => uri.clone(),
         StartLine::Response { .. } => return,
     };
-    let seq = invite
-        .header("CSeq")
-        .and_then(|c| c.split_whitespace().next())
-        .unwrap_or("1")
-        .to_owned();
+    let seq = invite.cseq().map_or(1, |(n, _)| n);
     let mut cancel = Message::request("CANCEL", &uri);
     for (name, value) in [
         ("Via", invite.header("Via")),
@@ -137,8 +133,77 @@ async fn cancel(shared: &Arc<Shared>, invite: &Message, dest: SocketAddr) {
         Some(resp) if resp.code().is_some_and(|c| c >= 300) => {
             shared.socket.send(&ack_for(invite, &resp), dest).await;
         }
-        Some(_) => tracing::warn!("sip: the call was answered as it was cancelled; not taking it"),
+        Some(ok) => {
+            // Answered as it was cancelled: ACK the 200 (the far end would resend it for
+            // 32 s) and end the call at once with BYE (RFC 3261 §15).
+            tracing::info!("sip: the call was answered as it was cancelled; hanging up");
+            let contact = shared.settings.contact_addr;
+            let answered = Answered::confirm(invite, &ok, dest).await;
+            let ack = answered.in_dialog(invite, "ACK", seq, contact);
+            shared.socket.send(&ack, answered.dest).await;
+            let bye = answered.in_dialog(invite, "BYE", seq + 1, contact);
+            if let Err(e) = shared
+                .socket
+                .transact(&bye, answered.dest, Duration::from_secs(4))
+                .await
+            {
+                tracing::debug!(error = %e, "sip: BYE after CANCEL unanswered");
+            }
+        }
         None => tracing::debug!("sip: no final response to the cancelled INVITE"),
+    }
+}
+
+/// The dialog a 2xx to our INVITE creates: the far end's tag, Contact and record-route
+/// (reversed for a UAC, RFC 3261 §12.1.2). Its ACK is a request of the dialog (a transaction
+/// of its own, along the route set), unlike a non-2xx's ([`ack_for`]).
+struct Answered {
+    remote_party: String,
+    remote_target: String,
+    route_set: Vec<String>,
+    /// Where in-dialog requests go: the first route, or the far end's Contact.
+    dest: SocketAddr,
+}
+
+impl Answered {
+    async fn confirm(invite: &Message, ok: &Message, fallback: SocketAddr) -> Answered {
+        let remote_party = ok.header("To").unwrap_or_default().to_owned();
+        let remote_target = ok.header("Contact").map_or_else(
+            || match &invite.start {
+                StartLine::Request { uri, .. } => uri.clone(),
+                StartLine::Response { .. } => String::new(),
+            },
+            |c| uri_of(c).to_owned(),
+        );
+        let mut route_set = ok.header_values("Record-Route");
+        route_set.reverse();
+        let dest = resolve(uri_of(route_set.first().unwrap_or(&remote_target)))
+            .await
+            .unwrap_or(fallback);
+        Answered {
+            remote_party,
+            remote_target,
+            route_set,
+            dest,
+        }
+    }
+
+    /// A request in this dialog with the INVITE's From and Call-ID and a new branch.
+    fn in_dialog(&self, invite: &Message, method: &str, seq: u32, contact: SocketAddr) -> Message {
+        let mut req = Message::request(method, &self.remote_target);
+        req.push(
+            "Via",
+            format!("SIP/2.0/UDP {contact};branch={};rport", branch()),
+        )
+        .push("Max-Forwards", "70");
+        for r in &self.route_set {
+            req.push("Route", r.clone());
+        }
+        req.push("From", invite.header("From").unwrap_or_default())
+            .push("To", self.remote_party.clone())
+            .push("Call-ID", invite.call_id())
+            .push("CSeq", format!("{seq} {method}"));
+        req
     }
 }
 
@@ -247,32 +312,14 @@ pub(super) async fn dial(
             }
         }
     };
-    // The dialog: the far end's tag, Contact and record-route (reversed for a UAC, §12.1.2).
-    let remote_party = ok.header("To").unwrap_or_default().to_owned();
-    let remote_target = ok
-        .header("Contact")
-        .map(|c| uri_of(c).to_owned())
-        .unwrap_or_else(|| target.to_owned());
-    let mut route_set = ok.header_values("Record-Route");
-    route_set.reverse();
-    let mut ack = Message::request("ACK", &remote_target);
-    ack.push(
-        "Via",
-        format!("SIP/2.0/UDP {contact};branch={};rport", branch()),
-    )
-    .push("Max-Forwards", "70");
-    for r in &route_set {
-        ack.push("Route", r.clone());
-    }
-    ack.push("From", from.clone())
-        .push("To", remote_party.clone())
-        .push("Call-ID", call_id.clone())
-        .push("CSeq", format!("{cseq} ACK"));
-    let ack_dest = match route_set.first().or(Some(&remote_target)) {
-        Some(first) => resolve(uri_of(first)).await.unwrap_or(dest),
-        None => dest,
-    };
-    shared.socket.send(&ack, ack_dest).await;
+    let answered = Answered::confirm(&invite, &ok, dest).await;
+    let ack = answered.in_dialog(&invite, "ACK", cseq, contact);
+    let Answered {
+        remote_party,
+        remote_target,
+        route_set,
+        dest: ack_dest,
+    } = answered;
     let answer = Offer::parse(&ok.body).map_err(DialError::Media)?;
     let media = answer
         .negotiate(&shared.settings.codecs)
