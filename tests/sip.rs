@@ -14,7 +14,9 @@ use hark::transport::sip::{
 };
 use hark::transport::CallControl;
 use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
-use support::sip_setup::{blocking, captured_logs, config, logs_text, registered};
+use support::sip_setup::{
+    answered_call, blocking, captured_logs, config, hang_up, logs_text, registered,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -194,13 +196,7 @@ async fn hark_hangs_up_and_baresip_sees_the_bye() {
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
-    blocking(|| phone.command("dial", &target));
-    let mut call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    call.answer().await.unwrap();
-    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    let mut call = answered_call(&mut ep, &mut phone, &target).await;
     call.control()
         .hangup("goodbye")
         .await
@@ -226,13 +222,7 @@ async fn a_second_call_at_max_sessions_gets_486_busy_here() {
     let mut first = Baresip::start("first", None);
     let mut second = Baresip::start("second", None);
     let target = format!("sip:hark@{}", ep.local_addr());
-    blocking(|| first.command("dial", &target));
-    let call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    call.answer().await.unwrap();
-    blocking(|| first.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    let call = answered_call(&mut ep, &mut first, &target).await;
     blocking(|| second.command("dial", &target));
     let closed = blocking(|| second.wait_event(&["CALL_CLOSED"], WAIT));
     assert!(closed.contains("486"), "{closed}");
@@ -278,13 +268,7 @@ async fn hold_and_resume_from_baresip_are_events_with_the_mirrored_direction() {
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
-    blocking(|| phone.command("dial", &target));
-    let mut call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    call.answer().await.unwrap();
-    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    let mut call = answered_call(&mut ep, &mut phone, &target).await;
     blocking(|| phone.command("hold", ""));
     assert_eq!(call.next_event_within(WAIT).await, Some(CallEvent::Hold));
     match call.next_event_within(WAIT).await {
@@ -348,28 +332,11 @@ async fn a_call_through_kamailio_reaches_the_registered_endpoint_both_ways_of_ha
     let mut phone = Baresip::start("caller", Some((kam.addr, "caller-pass-9")));
     blocking(|| phone.wait_log("200 OK (kamailio", WAIT));
     for hark_hangs_up in [false, true] {
-        blocking(|| phone.command("dial", &format!("sip:hark@{DOMAIN}")));
-        let mut call = tokio::time::timeout(WAIT, ep.accept())
-            .await
-            .expect("the proxied INVITE within 10 s")
-            .unwrap();
+        let target = format!("sip:hark@{DOMAIN}");
+        let mut call = answered_call(&mut ep, &mut phone, &target).await;
         assert!(call.to.contains(&format!("hark@{DOMAIN}")), "{}", call.to);
-        call.answer().await.unwrap();
-        blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
-        if hark_hangs_up {
-            // BYE goes through kamailio (it record-routed the INVITE).
-            call.control().hangup("done").await.unwrap();
-            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
-        } else {
-            blocking(|| phone.command("hangup", ""));
-            assert_eq!(
-                call.next_event_within(WAIT).await,
-                Some(CallEvent::Hangup {
-                    reason: HangupReason::Remote
-                })
-            );
-            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
-        }
+        // hark's BYE goes through kamailio (it record-routed the INVITE).
+        hang_up(&mut call, &mut phone, hark_hangs_up).await;
     }
     ep.shutdown().await;
 }
@@ -416,15 +383,8 @@ async fn a_registrar_restart_is_survived_and_calls_reach_hark_after_the_next_ref
 
     let mut phone = Baresip::start("caller", Some((kam.addr, "caller-pass-5")));
     blocking(|| phone.wait_log("200 OK (kamailio", WAIT));
-    blocking(|| phone.command("dial", &format!("sip:hark@{DOMAIN}")));
-    let call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .expect("the restarted registrar routed the call to hark")
-        .unwrap();
-    call.answer().await.unwrap();
-    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
-    call.control().hangup("done").await.unwrap();
-    blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
+    let mut call = answered_call(&mut ep, &mut phone, &format!("sip:hark@{DOMAIN}")).await;
+    hang_up(&mut call, &mut phone, true).await;
     ep.shutdown().await;
 }
 
@@ -530,13 +490,7 @@ async fn malformed_datagrams_are_refused_or_dropped_and_calls_still_work() {
     // And a real call still works.
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{to}");
-    blocking(|| phone.command("dial", &target));
-    let call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    call.answer().await.unwrap();
-    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    let call = answered_call(&mut ep, &mut phone, &target).await;
     call.control().hangup("done").await.unwrap();
 }
 
@@ -879,14 +833,7 @@ async fn answered_call_from(
     caller: &mut Baresip,
 ) -> hark::transport::sip::IncomingCall {
     let target = format!("sip:hark@{}", ep.local_addr());
-    blocking(|| caller.command("dial", &target));
-    let call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .expect("an INVITE within 10 s")
-        .unwrap();
-    call.answer().await.expect("ACK for our 200 OK");
-    blocking(|| caller.wait_event(&["CALL_ESTABLISHED", "sip:hark@"], WAIT));
-    call
+    answered_call(ep, caller, &target).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use hark::transport::sip::ua::MAX_CACHED_RESPONSES;
 use hark::transport::sip::Endpoint;
 use hark::transport::CallControl;
 use support::sip_peers::{require_peers, Baresip};
-use support::sip_setup::{self as sip_setup, blocking, logs_text};
+use support::sip_setup::{self as sip_setup, answered_call, blocking, logs_text};
 use tokio::net::UdpSocket;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -342,13 +342,7 @@ async fn the_malformed_corpus_gets_errors_naming_the_fault_or_is_dropped_and_cal
     // And a real call still works.
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{to}");
-    blocking(|| phone.command("dial", &target));
-    let call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    call.answer().await.unwrap();
-    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    let call = answered_call(&mut ep, &mut phone, &target).await;
     call.control().hangup("done").await.unwrap();
 }
 
@@ -474,13 +468,7 @@ async fn a_flood_of_invites_and_garbage_keeps_tables_bounded_logs_quiet_and_call
     );
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{hark}");
-    blocking(|| phone.command("dial", &target));
-    let call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    call.answer().await.unwrap();
-    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    let call = answered_call(&mut ep, &mut phone, &target).await;
     call.control().hangup("done").await.unwrap();
 }
 

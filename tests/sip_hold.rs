@@ -18,7 +18,7 @@ use hark::transport::sip::{
 };
 use hark::transport::CallControl;
 use support::sip_peers::{require_peers, Baresip};
-use support::sip_setup::{blocking, config};
+use support::sip_setup::{answered_call, blocking, config};
 use tokio::net::UdpSocket;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -46,13 +46,7 @@ async fn hark_holds_baresip_which_answers_recvonly_keeps_receiving_hark_and_is_r
     let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
     let mut phone = Baresip::start("caller", None);
     let target = format!("sip:hark@{}", ep.local_addr());
-    blocking(|| phone.command("dial", &target));
-    let call = tokio::time::timeout(WAIT, ep.accept())
-        .await
-        .expect("an INVITE within 10 s")
-        .unwrap();
-    call.answer().await.expect("ACK for our 200 OK");
-    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
+    let call = answered_call(&mut ep, &mut phone, &target).await;
     let control = call.control();
     let media = call.media.clone();
     let (socket, mut events) = call.into_parts();

@@ -6,10 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use hark::transport::sip::{CallEvent, Endpoint, HangupReason, RegisterError, RegistrationState};
-use hark::transport::CallControl;
+use hark::transport::sip::{Endpoint, RegisterError, RegistrationState};
 use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
-use support::sip_setup::{blocking, captured_logs, config, logs_text, registered};
+use support::sip_setup::{
+    answered_call, blocking, captured_logs, config, hang_up, logs_text, registered,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -99,14 +100,9 @@ async fn baresip_calls_hark_through_kamailio_over_tcp_with_media_both_ways_of_ha
     let mut phone = Baresip::start_tcp("caller", kam.addr, "caller-tcp-pass");
     blocking(|| phone.wait_log("200 OK (kamailio", WAIT));
     for hark_hangs_up in [false, true] {
-        blocking(|| phone.command("dial", &format!("sip:hark@{DOMAIN}")));
-        let mut call = tokio::time::timeout(WAIT, ep.accept())
-            .await
-            .expect("the proxied INVITE within 10 s")
-            .unwrap();
+        let target = format!("sip:hark@{DOMAIN}");
+        let mut call = answered_call(&mut ep, &mut phone, &target).await;
         assert!(call.to.contains(&format!("hark@{DOMAIN}")), "{}", call.to);
-        call.answer().await.expect("ACK for our 200 OK");
-        blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
         // Media flows: baresip's tone arrives at the RTP socket the SDP answer named.
         let mut pkt = [0u8; 1500];
         let (n, from) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
@@ -116,20 +112,8 @@ async fn baresip_calls_hark_through_kamailio_over_tcp_with_media_both_ways_of_ha
         assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
         assert_eq!(pkt[0] >> 6, 2, "RTP version 2");
         assert_eq!(from, call.media.remote);
-        if hark_hangs_up {
-            // BYE goes through kamailio (it record-routed the INVITE), over TCP.
-            call.control().hangup("done").await.unwrap();
-            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
-        } else {
-            blocking(|| phone.command("hangup", ""));
-            assert_eq!(
-                call.next_event_within(WAIT).await,
-                Some(CallEvent::Hangup {
-                    reason: HangupReason::Remote
-                })
-            );
-            blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
-        }
+        // hark's BYE goes through kamailio (it record-routed the INVITE), over TCP.
+        hang_up(&mut call, &mut phone, hark_hangs_up).await;
     }
     // Every request of the calls reached kamailio over TCP, hark's BYE among them.
     let log = kam.log();

@@ -4,7 +4,10 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hark::config::SipConfig;
-use hark::transport::sip::{Endpoint, RegistrationState};
+use hark::transport::sip::{CallEvent, Endpoint, HangupReason, IncomingCall, RegistrationState};
+use hark::transport::CallControl;
+
+use super::sip_peers::Baresip;
 
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
@@ -69,4 +72,36 @@ pub async fn registered(ep: &Endpoint) -> RegistrationState {
     .unwrap()
     .clone();
     state
+}
+
+/// baresip `phone` dials `target` (hark directly, or through the proxy) and hark answers;
+/// returns once both sides have the call up.
+pub async fn answered_call(ep: &mut Endpoint, phone: &mut Baresip, target: &str) -> IncomingCall {
+    let wait = std::time::Duration::from_secs(10);
+    blocking(|| phone.command("dial", target));
+    let call = tokio::time::timeout(wait, ep.accept())
+        .await
+        .expect("an INVITE within 10 s")
+        .unwrap();
+    call.answer().await.expect("ACK for our 200 OK");
+    blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], wait));
+    call
+}
+
+/// Ends `call` from hark's side (BYE) or from the phone's, and checks that both sides saw it
+/// end.
+pub async fn hang_up(call: &mut IncomingCall, phone: &mut Baresip, by_hark: bool) {
+    let wait = std::time::Duration::from_secs(10);
+    if by_hark {
+        call.control().hangup("done").await.unwrap();
+    } else {
+        blocking(|| phone.command("hangup", ""));
+        assert_eq!(
+            call.next_event_within(wait).await,
+            Some(CallEvent::Hangup {
+                reason: HangupReason::Remote
+            })
+        );
+    }
+    blocking(|| phone.wait_event(&["CALL_CLOSED"], wait));
 }
