@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use hark::transport::sip::media::{MediaConfig, MediaEvent, MediaStreams, RtpSession, G711};
 use hark::transport::sip::message::Message;
 use hark::transport::sip::{
-    CallEvent, Direction, Endpoint, HangupReason, IncomingCall, NegotiatedMedia,
+    CallEvent, DialError, Direction, Endpoint, HangupReason, IncomingCall, NegotiatedMedia,
 };
 use hark::transport::CallControl;
 use support::sip_peers::{require_peers, Baresip};
@@ -703,4 +703,169 @@ async fn a_caller_that_stops_refreshing_is_hung_up_before_the_session_expires() 
             reason: HangupReason::SessionExpired
         })
     );
+}
+
+/// A call hark places to a peer, seen from the peer: hark's INVITE has arrived.
+struct Dialled {
+    peer: Peer,
+    invite: Message,
+    dialling: tokio::task::JoinHandle<(Endpoint, Result<IncomingCall, DialError>)>,
+}
+
+impl Dialled {
+    /// An endpoint with `config` dials a fresh peer; returns once its INVITE arrived.
+    async fn new(config: &str, name: &str) -> Dialled {
+        let ep = Endpoint::start(&direct_config(config)).await.unwrap();
+        let mut peer = Peer::new(&ep, name, "").await;
+        peer.patience = Duration::from_secs(200);
+        let target = format!("sip:{name}@{}", peer.sock.local_addr().unwrap());
+        let dialling = tokio::spawn(async move {
+            let call = ep.call(&target, Duration::from_secs(30)).await;
+            (ep, call)
+        });
+        let invite = peer.expect_request("INVITE").await;
+        Dialled {
+            peer,
+            invite,
+            dialling,
+        }
+    }
+
+    /// Answers the INVITE with 200, `extra` header lines and SDP; returns hark's ACK, which
+    /// must come at once: this peer never resends its 200. (Once, hark sent the ACK only in
+    /// reply to a resent 200, half a second late.)
+    async fn answer(&self, extra: &[(&str, &str)]) -> Message {
+        let mut ok = Message::response_to(&self.invite, 200, "OK", Some("peer"));
+        let me = self.peer.sock.local_addr().unwrap();
+        ok.push("Contact", format!("<sip:peer@{me}>"));
+        for (name, value) in extra {
+            ok.push(name, *value);
+        }
+        ok.set_body("application/sdp", PEER_SDP.as_bytes().to_vec());
+        self.peer
+            .sock
+            .send_to(&ok.to_bytes(), self.peer.hark)
+            .await
+            .unwrap();
+        self.peer.expect_request("ACK").await
+    }
+
+    async fn call(self) -> (Peer, Endpoint, IncomingCall) {
+        let (ep, call) = self.dialling.await.unwrap();
+        (self.peer, ep, call.expect("the call is answered"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_hark_places_asks_for_a_session_timer_and_hark_refreshes_when_the_answer_says_uac() {
+    let callee = Dialled::new("session_expires = 90", "uac").await;
+    let invite = &callee.invite;
+    assert_eq!(invite.header("Session-Expires"), Some("90"));
+    assert!(invite
+        .header_values("Supported")
+        .iter()
+        .any(|s| s.contains("timer")));
+    assert_eq!(invite.header("Min-SE"), None, "only after a 422");
+    callee
+        .answer(&[
+            ("Require", "timer"),
+            ("Session-Expires", "90;refresher=uac"),
+        ])
+        .await;
+    let answered = tokio::time::Instant::now();
+    let (peer, _ep, mut call) = callee.call().await;
+    let control = call.control();
+    for n in 1..=2u32 {
+        let refresh = peer.expect_request("INVITE").await;
+        let at = answered.elapsed().as_secs_f64();
+        let due = f64::from(45 * n);
+        assert!(
+            (due - 1.0..=due + 1.0).contains(&at),
+            "refresh {n} at {at:.1} s"
+        );
+        assert_eq!(refresh.header("Session-Expires"), Some("90;refresher=uac"));
+        assert_eq!(
+            refresh.to_tag().as_deref(),
+            Some("peer"),
+            "in the call's dialog"
+        );
+        let ok_sdp = PEER_SDP.replace("o=- 7 1", &format!("o=- 7 {}", n + 1));
+        peer.respond(&refresh, 200, "OK", Some(&ok_sdp)).await;
+        peer.expect_request("ACK").await;
+    }
+    assert_eq!(call.try_next_event(), None, "refreshes are not events");
+    hang_up(&peer, &control).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_far_end_that_is_to_refresh_a_call_hark_placed_and_does_not_is_hung_up_before_expiry() {
+    let callee = Dialled::new("session_expires = 90", "uas").await;
+    callee
+        .answer(&[
+            ("Require", "timer"),
+            ("Session-Expires", "90;refresher=uas"),
+        ])
+        .await;
+    let answered = tokio::time::Instant::now();
+    let (peer, _ep, mut call) = callee.call().await;
+    let bye = peer.expect_request("BYE").await;
+    let at = answered.elapsed().as_secs_f64();
+    assert!(
+        (59.0..=61.0).contains(&at),
+        "BYE at {at:.1} s, expected 90 - 30"
+    );
+    peer.respond(&bye, 200, "OK", None).await;
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::SessionExpired
+        })
+    );
+}
+
+/// RFC 4028 §7.4: a 422 is acknowledged and the call placed again, asking for its Min-SE. An
+/// answer without Session-Expires means the far end keeps no timer, and neither does hark.
+#[tokio::test(start_paused = true)]
+async fn a_422_has_hark_call_again_with_the_far_ends_minimum_and_an_answer_without_timer_keeps_none(
+) {
+    let mut callee = Dialled::new("", "short").await;
+    assert_eq!(
+        callee.invite.header("Session-Expires"),
+        Some("1800"),
+        "the default interval"
+    );
+    let mut refused = Message::response_to(
+        &callee.invite,
+        422,
+        "Session Interval Too Small",
+        Some("peer"),
+    );
+    refused.push("Min-SE", "3600");
+    let peer = &callee.peer;
+    peer.sock
+        .send_to(&refused.to_bytes(), peer.hark)
+        .await
+        .unwrap();
+    let ack = peer.expect_request("ACK").await;
+    assert_eq!(
+        ack.branch(),
+        callee.invite.branch(),
+        "the 422's ACK is in its transaction"
+    );
+    let again = peer.expect_request("INVITE").await;
+    assert_eq!(cseq(&again), cseq(&callee.invite) + 1);
+    assert_eq!(again.call_id(), callee.invite.call_id());
+    assert_eq!(again.header("Session-Expires"), Some("3600"));
+    assert_eq!(again.header("Min-SE"), Some("3600"));
+    callee.invite = again;
+    callee.answer(&[]).await;
+    let (peer, _ep, call) = callee.call().await;
+    let mut buf = vec![0u8; 65536];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(7200), peer.sock.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "no refresh and no BYE: the call has no timer"
+    );
+    hang_up(&peer, &call.control()).await;
 }

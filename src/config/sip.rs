@@ -80,6 +80,11 @@ pub struct SipConfig {
     /// default: older phones (baresip 1.0) give up on a challenge list holding SHA-256.
     #[serde(default = "default_inbound_algorithms")]
     pub inbound_algorithms: Vec<String>,
+    /// The session interval (RFC 4028) asked for on calls hark places, in seconds: whoever
+    /// the answer names refreshes the call within it, so a call whose far end vanished
+    /// without a BYE is ended. 0 asks for none. (Calls hark answers follow the caller's.)
+    #[serde(default = "default_session_expires")]
+    pub session_expires: u32,
 }
 
 /// What `inbound_auth` challenges callers for ([`SipConfig::inbound_credentials`]).
@@ -109,6 +114,9 @@ fn default_codecs() -> Vec<String> {
 }
 fn default_rtp_ports() -> [u16; 2] {
     [10000, 20000]
+}
+fn default_session_expires() -> u32 {
+    1800
 }
 fn default_inbound_algorithms() -> Vec<String> {
     vec!["MD5".into()]
@@ -270,6 +278,13 @@ impl SipConfig {
                 format!("expected 60 to 86400 seconds, got {}", self.expires),
             ));
         }
+        let se = self.session_expires;
+        if se != 0 && !(crate::transport::sip::MIN_SE..=86_400).contains(&se) {
+            return Err(issue(
+                "session_expires",
+                format!("expected 0 (none) or 90 to 86400 seconds, got {se}"),
+            ));
+        }
         if !(1..=64).contains(&self.max_sessions) {
             return Err(issue(
                 "max_sessions",
@@ -365,6 +380,8 @@ mod tests {
         assert_eq!(c.max_sessions, 1);
         assert_eq!(c.codecs, ["PCMU", "PCMA"]);
         assert_eq!(c.rtp_ports, [10000, 20000]);
+        assert_eq!(c.session_expires, 1800, "RFC 4028's recommended interval");
+        assert_eq!(parse("session_expires = 0").unwrap().session_expires, 0);
     }
 
     #[test]
@@ -375,6 +392,7 @@ mod tests {
             ("registrar = \"pbx.lan\"\nuser = \"hark\"", "sip.password"),
             ("expires = 5", "sip.expires"),
             ("max_sessions = 0", "sip.max_sessions"),
+            ("session_expires = 60", "sip.session_expires"),
             ("allow = [\"10.0.0.0/99\"]", "sip.allow"),
             ("codecs = [\"opus\"]", "sip.codecs"),
             ("rtp_ports = [20000, 10000]", "sip.rtp_ports"),

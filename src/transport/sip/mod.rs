@@ -51,6 +51,7 @@ pub use call::{CallEvent, CallHandle, HangupReason, IncomingCall};
 pub use outbound::{DialError, Dialer};
 pub use register::{RegisterError, RegistrationState};
 pub use sdp::{Direction, NegotiatedMedia};
+pub use timer::MIN_SE;
 pub use ua::{Endpoint, EndpointError, Stats};
 
 /// Whether the `n`th occurrence of something a flood can repeat is logged: the first ten, then

@@ -248,6 +248,8 @@ pub(super) async fn dial(
     let mut cseq = 1u32;
     let mut auth: Option<(Challenge, bool)> = None;
     let mut answered_challenge = false;
+    let mut session_expires = shared.settings.session_expires;
+    let mut raised_interval = false;
     let (invite, ok) = loop {
         let mut invite = Message::request("INVITE", target);
         invite
@@ -263,6 +265,14 @@ pub(super) async fn dial(
             .push("Contact", shared.contact())
             .push("Allow", super::ua::ALLOW)
             .push("User-Agent", "hark");
+        if session_expires > 0 {
+            invite
+                .push("Supported", "timer")
+                .push("Session-Expires", session_expires.to_string());
+            if raised_interval {
+                invite.push("Min-SE", session_expires.to_string());
+            }
+        }
         if let (Some((ch, proxy)), Some((user, password))) = (&auth, &shared.settings.credentials) {
             let value = ch.answer(user, password, "INVITE", target, &token()[..16], 1);
             invite.push(
@@ -303,6 +313,18 @@ pub(super) async fn dial(
                 cseq += 1;
             }
             401 | 407 => return Err(DialError::AuthRejected(code)),
+            422 if session_expires > 0 && !raised_interval => {
+                let Some(interval) = super::timer::after_422(session_expires, &resp) else {
+                    return Err(DialError::Refused {
+                        code,
+                        reason: "Session Interval Too Small (no usable Min-SE)".into(),
+                    });
+                };
+                tracing::info!(to = %target, interval, "sip: the far end wants a longer session interval; calling again");
+                session_expires = interval;
+                raised_interval = true;
+                cseq += 1;
+            }
             _ => {
                 let reason = match &resp.start {
                     StartLine::Response { reason, .. } => reason.clone(),
@@ -320,6 +342,7 @@ pub(super) async fn dial(
         route_set,
         dest: ack_dest,
     } = answered;
+    shared.socket.send(&ack, ack_dest).await;
     let answer = Offer::parse(&ok.body).map_err(DialError::Media)?;
     let media = answer
         .negotiate(&shared.settings.codecs)
@@ -345,7 +368,17 @@ pub(super) async fn dial(
         ack: Arc::new(Notify::new()),
         events: ev_tx,
     };
-    shared.lock().calls.insert(call_id.clone(), state);
+    let timer = super::timer::agreed(&ok);
+    {
+        let mut st = shared.lock();
+        st.calls.insert(call_id.clone(), state);
+        if timer.is_some() {
+            super::timer::refreshed(&mut st, &call_id, timer);
+        }
+    }
+    if timer.is_some() {
+        super::timer::spawn(shared.clone(), call_id.clone());
+    }
     tracing::info!(call = %call_id, to = %target, codec = media.codec, "sip: outbound call answered");
     Ok(IncomingCall {
         id: call_id.clone(),

@@ -1,12 +1,14 @@
-//! Session timers (RFC 4028) for calls hark answers: a caller's `Session-Expires` is accepted
-//! when it is at least [`MIN_SE`] (else 422 with `Min-SE`), echoed in the 200 with who
-//! refreshes, and then kept: when hark refreshes, a re-INVITE goes out at half the interval;
-//! when the caller does and no refresh (re-INVITE) arrives, hark sends BYE before the session
-//! expires (§10: the smaller of 32 s and a third of the interval before) and the call ends
-//! with [`HangupReason::SessionExpired`].
+//! Session timers (RFC 4028).
 //!
-//! Not covered: UPDATE as a refresh (hark does not allow UPDATE), the compact header `x`, and
-//! timers on calls hark places.
+//! On calls hark answers, a caller's `Session-Expires` is accepted when it is at least
+//! [`MIN_SE`] (else 422 with `Min-SE`) and echoed in the 200 with who refreshes. On calls hark
+//! places, the INVITE asks for `[sip] session_expires` (and, after a 422, for the far end's
+//! `Min-SE`), and the 200 says what was agreed. Either way the timer is then kept: when hark
+//! refreshes, a re-INVITE goes out at half the interval; when the far end does and no refresh
+//! (re-INVITE) arrives, hark sends BYE before the session expires (§10: the smaller of 32 s and
+//! a third of the interval before) and the call ends with [`HangupReason::SessionExpired`].
+//!
+//! Not covered: UPDATE as a refresh (hark does not allow UPDATE) and the compact header `x`.
 //!
 //! [`HangupReason::SessionExpired`]: super::call::HangupReason::SessionExpired
 
@@ -78,6 +80,40 @@ pub(super) fn negotiate(msg: &Message) -> Result<Option<Terms>, u32> {
         hark_refreshes,
         peer_supports,
     }))
+}
+
+/// Reads what the 2xx to an INVITE hark sent agreed (§7.2): no `Session-Expires`, no timer;
+/// without a refresher named, hark (the UAC) refreshes, which is always safe.
+pub(super) fn agreed(ok: &Message) -> Option<Terms> {
+    let value = ok.header("Session-Expires")?;
+    let interval = value.split(';').next()?.trim().parse::<u32>().ok()?;
+    let timer = |h: &str| {
+        ok.header_values(h)
+            .iter()
+            .flat_map(|v| split_list(v))
+            .any(|o| o.trim().eq_ignore_ascii_case("timer"))
+    };
+    let refresher = param(value, "refresher").map(|r| r.to_ascii_lowercase());
+    Some(Terms {
+        // Never below the minimum, whatever the answer says: a 1 s interval would have hark
+        // re-INVITE twice a second.
+        interval: interval.max(MIN_SE),
+        hark_refreshes: refresher.as_deref() != Some("uas"),
+        peer_supports: timer("Require") || timer("Supported"),
+    })
+}
+
+/// The interval to ask for again after a 422 that says `Min-SE` (§7.4): the larger of the
+/// two, or `None` when the 422 names none or something absurd (over a day).
+pub(super) fn after_422(asked: u32, refused: &Message) -> Option<u32> {
+    let min_se = refused
+        .header("Min-SE")?
+        .split(';')
+        .next()?
+        .trim()
+        .parse::<u32>()
+        .ok()?;
+    (min_se <= 86_400).then(|| asked.max(min_se))
 }
 
 /// Adds the session-timer headers to hark's 2xx for a request it answers (§9).
@@ -202,6 +238,61 @@ mod tests {
             proxy.hark_refreshes && !proxy.peer_supports,
             "a proxy asked; hark must"
         );
+    }
+
+    fn ok(extra: &str) -> Message {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n\
+             From: <sip:hark@127.0.0.1>;tag=h\r\nTo: <sip:b@127.0.0.1>;tag=b\r\nCall-ID: t\r\n\
+             CSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_answer_to_harks_invite_says_who_refreshes_and_no_header_means_no_timer() {
+        assert_eq!(agreed(&ok("")), None);
+        let far = agreed(&ok(
+            "Require: timer\r\nSession-Expires: 600;refresher=uas\r\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            (far.interval, far.hark_refreshes, far.peer_supports),
+            (600, false, true)
+        );
+        let us = agreed(&ok("Session-Expires: 1800;refresher=uac\r\n")).unwrap();
+        assert!(
+            us.hark_refreshes && !us.peer_supports,
+            "a proxy answered for a UAS without timers"
+        );
+        assert!(
+            agreed(&ok("Session-Expires: 900\r\n"))
+                .unwrap()
+                .hark_refreshes
+        );
+        assert_eq!(
+            agreed(&ok("Session-Expires: 5;refresher=uac\r\n"))
+                .unwrap()
+                .interval,
+            MIN_SE
+        );
+        assert_eq!(agreed(&ok("Session-Expires: later\r\n")), None);
+    }
+
+    #[test]
+    fn a_422_raises_the_interval_to_its_min_se_but_never_lowers_it() {
+        let refused = |h: &str| {
+            let text = format!(
+                "SIP/2.0 422 Session Interval Too Small\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                 From: <sip:a@b>;tag=h\r\nTo: <sip:b@c>\r\nCall-ID: t\r\nCSeq: 1 INVITE\r\n{h}\
+                 Content-Length: 0\r\n\r\n"
+            );
+            Message::parse(text.as_bytes()).unwrap()
+        };
+        assert_eq!(after_422(1800, &refused("Min-SE: 3600\r\n")), Some(3600));
+        assert_eq!(after_422(1800, &refused("Min-SE: 600\r\n")), Some(1800));
+        assert_eq!(after_422(1800, &refused("")), None);
+        assert_eq!(after_422(1800, &refused("Min-SE: 999999\r\n")), None);
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub(super) struct Settings {
     pub(super) domain: Option<String>,
     /// Challenges new INVITEs when `[sip] inbound_auth` is on.
     pub(super) inbound_guard: Option<Guard>,
+    /// The session interval asked for on calls hark places (0: none).
+    pub(super) session_expires: u32,
 }
 
 /// Where a call is in its life.
@@ -269,6 +271,7 @@ impl Endpoint {
                         .collect();
                     Guard::new(&a.realm, &a.user, a.password).with_algorithms(&algorithms)
                 }),
+                session_expires: config.session_expires,
             },
             state: Mutex::new(State {
                 next_rtp: config.rtp_ports[0],
