@@ -267,6 +267,10 @@ fn corpus_expectations() -> Vec<(&'static str, Option<(u16, &'static str)>)> {
             "481-bye-outside-any-dialog.sip",
             Some((481, "Does Not Exist")),
         ),
+        (
+            "481-update-outside-any-dialog.sip",
+            Some((481, "Does Not Exist")),
+        ),
     ]
 }
 

@@ -151,7 +151,7 @@ struct Peer {
     hark_tag: String,
     call_id: String,
     cseq: u32,
-    /// Extra header lines of the INVITE and re-INVITEs (session timers).
+    /// Extra header lines of the INVITE, re-INVITEs and UPDATEs (session timers).
     invite_extra: String,
     /// How long to wait for each message hark sends.
     patience: Duration,
@@ -216,7 +216,7 @@ impl Peer {
         } else {
             "Content-Type: application/sdp\r\n".to_owned()
         };
-        if method == "INVITE" {
+        if method == "INVITE" || method == "UPDATE" {
             ct.push_str(&self.invite_extra);
         }
         let msg = format!(
@@ -866,6 +866,59 @@ async fn a_422_has_hark_call_again_with_the_far_ends_minimum_and_an_answer_witho
             .await
             .is_err(),
         "no refresh and no BYE: the call has no timer"
+    );
+    hang_up(&peer, &call.control()).await;
+}
+
+/// RFC 3311: an UPDATE without an offer refreshes the session as a re-INVITE would, and
+/// changes nothing else.
+#[tokio::test(start_paused = true)]
+async fn an_update_without_an_offer_refreshes_the_session_and_changes_nothing() {
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let timer = format!("{TIMER}90;refresher=uac\r\n");
+    let (mut peer, mut call) = Peer::call_with(&mut ep, "update", &timer).await;
+    let start = tokio::time::Instant::now();
+    peer.patience = Duration::from_secs(200);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    peer.send_request("UPDATE", "upd1", "").await;
+    let ok = peer.expect_response("200").await;
+    assert_eq!(ok.cseq().unwrap().1, "UPDATE");
+    assert_eq!(ok.header("Session-Expires"), Some("90;refresher=uac"));
+    assert!(ok.body.is_empty(), "no offer, no answer");
+    assert!(ok.header("Allow").is_some_and(|a| a.contains("UPDATE")));
+    // The refresh restarted the interval: BYE comes 90 - 30 s after it, not after the answer.
+    let bye = peer.expect_request("BYE").await;
+    let at = start.elapsed().as_secs_f64();
+    assert!((99.0..=101.0).contains(&at), "BYE at {at:.1} s");
+    peer.respond(&bye, 200, "OK", None).await;
+    assert_eq!(
+        call.next_event_within(WAIT).await,
+        Some(CallEvent::Hangup {
+            reason: HangupReason::SessionExpired
+        }),
+        "and no hold or media change before it"
+    );
+}
+
+/// An UPDATE with an offer moves the media like a re-INVITE; its 200 is sent once (an UPDATE
+/// is not acknowledged, so nothing is resent waiting for an ACK).
+#[tokio::test(start_paused = true)]
+async fn an_update_with_an_offer_holds_the_call_like_a_re_invite_and_is_answered_once() {
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    let (mut peer, mut call) = Peer::call(&mut ep, "update-hold").await;
+    let hold = PEER_SDP
+        .replace("a=sendrecv", "a=sendonly")
+        .replace("o=- 7 1", "o=- 7 2");
+    peer.send_request("UPDATE", "upd-hold", &hold).await;
+    let ok = peer.expect_response("200").await;
+    assert!(sdp_of(&ok).contains("a=recvonly"), "{}", sdp_of(&ok));
+    assert_eq!(call.next_event_within(WAIT).await, Some(CallEvent::Hold));
+    let mut buf = vec![0u8; 65536];
+    assert!(
+        tokio::time::timeout(Duration::from_secs(40), peer.sock.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "the 200 to an UPDATE is not resent"
     );
     hang_up(&peer, &call.control()).await;
 }

@@ -5,10 +5,10 @@
 //! places, the INVITE asks for `[sip] session_expires` (and, after a 422, for the far end's
 //! `Min-SE`), and the 200 says what was agreed. Either way the timer is then kept: when hark
 //! refreshes, a re-INVITE goes out at half the interval; when the far end does and no refresh
-//! (re-INVITE) arrives, hark sends BYE before the session expires (§10: the smaller of 32 s and
+//! (re-INVITE or UPDATE) arrives, hark sends BYE before the session expires (§10: the smaller of 32 s and
 //! a third of the interval before) and the call ends with [`HangupReason::SessionExpired`].
 //!
-//! Not covered: UPDATE as a refresh (hark does not allow UPDATE) and the compact header `x`.
+//! Not covered: the compact header `x`; hark itself refreshes by re-INVITE, never UPDATE.
 //!
 //! [`HangupReason::SessionExpired`]: super::call::HangupReason::SessionExpired
 
@@ -39,7 +39,7 @@ pub(super) struct Terms {
 #[derive(Debug, Default)]
 pub(super) struct Timer {
     pub(super) terms: Option<Terms>,
-    /// Notified by every accepted refresh (a re-INVITE either way).
+    /// Notified by every accepted refresh (a re-INVITE either way, or the far end's UPDATE).
     pub(super) refreshed: Arc<Notify>,
 }
 

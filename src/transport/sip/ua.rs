@@ -29,7 +29,7 @@ use crate::providers::http::ApiKey;
 use crate::transport::CallError;
 
 /// Methods the endpoint handles, for `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY, UPDATE";
 /// How long a transaction's response is kept to answer retransmissions (64·T1).
 const RESPONSE_CACHE: Duration = Duration::from_secs(32);
 /// Most responses kept for retransmissions at once (about 2 MB at most).
@@ -513,7 +513,7 @@ impl Shared {
         }
         match method.as_str() {
             "INVITE" if msg.to_tag().is_none() => self.new_invite(msg, src).await,
-            "INVITE" => self.reinvite(msg, src).await,
+            "INVITE" | "UPDATE" => self.reinvite(msg, src).await,
             "ACK" => self.ack(&msg),
             "BYE" => self.bye(msg, src).await,
             "CANCEL" => self.cancel(msg, src).await,
@@ -857,7 +857,11 @@ impl Shared {
         }
     }
 
+    /// A re-INVITE, or an UPDATE (RFC 3311), from the far end: a new offer for the call's media
+    /// (hold, resume, another codec or address) and a session refresh. An UPDATE may carry no
+    /// offer and then only refreshes the session; it is answered once, with no ACK to wait for.
     async fn reinvite(self: &Arc<Self>, msg: Message, src: SocketAddr) {
+        let update = msg.method() == "UPDATE";
         let known = in_dialog(&self.lock(), &msg);
         if !known {
             self.reply(&msg, 481, "Call/Transaction Does Not Exist", src)
@@ -869,19 +873,37 @@ impl Shared {
             self.reply(&msg, 491, "Request Pending", src).await;
             return;
         }
-        let (offer, mut media) = match self.read_offer(&msg) {
-            Ok(o) => o,
-            Err((code, reason)) => {
-                self.reply(&msg, code, &reason, src).await;
-                return;
-            }
-        };
         let timer = match super::timer::negotiate(&msg) {
             Ok(t) => t,
             Err(min_se) => {
                 let mut resp = Message::response_to(&msg, 422, "Session Interval Too Small", None);
                 resp.push("Min-SE", min_se.to_string());
                 self.respond(&msg, resp, src).await;
+                return;
+            }
+        };
+        if update && msg.body.is_empty() {
+            let ok = {
+                let mut st = self.lock();
+                let Some(call) = st.calls.get_mut(msg.call_id()) else {
+                    return;
+                };
+                if let Some(c) = msg.header("Contact") {
+                    call.remote_target = uri_of(c).to_owned();
+                }
+                let mut ok = Message::response_to(&msg, 200, "OK", Some(&call.local_tag));
+                ok.push("Contact", self.contact()).push("Allow", ALLOW);
+                super::timer::refreshed(&mut st, msg.call_id(), timer);
+                super::timer::decorate(super::timer::terms(&st, msg.call_id()), &mut ok);
+                ok
+            };
+            self.respond(&msg, ok, src).await;
+            return;
+        }
+        let (offer, mut media) = match self.read_offer(&msg) {
+            Ok(o) => o,
+            Err((code, reason)) => {
+                self.reply(&msg, code, &reason, src).await;
                 return;
             }
         };
@@ -932,10 +954,12 @@ impl Shared {
             let _ = tx.try_send(e);
         }
         self.respond(&msg, ok.clone(), src).await;
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.retransmit_until_ack(&ok, src, &ack).await;
-        });
+        if !update {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.retransmit_until_ack(&ok, src, &ack).await;
+            });
+        }
     }
 
     async fn bye(&self, msg: Message, src: SocketAddr) {
