@@ -274,7 +274,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if l.turn.enabled { format!("Smart Turn v3.2 (threshold {})", l.turn.threshold) } else { "off".into() },
             );
             match &config.agent {
-                Some(agent) => print_agent(agent),
+                Some(agent) => {
+                    print_agent(agent);
+                    check_sounds(agent)?;
+                }
                 None => println!("agent: none configured (no [agent] section)"),
             }
             if providers.is_empty() {
@@ -462,6 +465,34 @@ fn print_agent(agent: &AgentConfig) {
             }
         }
     }
+}
+
+/// Loads the sounds the agent section names, as a session would, so a missing or unreadable
+/// file fails `hark check` rather than the first call.
+fn check_sounds(agent: &AgentConfig) -> Result<(), Failure> {
+    const RATE: u32 = 16_000;
+    let seconds = |c: &hark::audio::mixer::Clip| c.samples().len() as f64 / f64::from(RATE);
+    if let (Some(t), Some(c)) = (
+        agent.thinking_sound(RATE).map_err(fail)?,
+        &agent.thinking_audio,
+    ) {
+        println!(
+            "agent: thinking sound {} ({:.1} s, volume {}), looped while the LLM works",
+            c.file.display(),
+            seconds(&t.clip),
+            t.volume
+        );
+    }
+    if let Some(w) = &agent.warm_transfer {
+        if let (Some(m), Some(f)) = (w.to_options(RATE).map_err(fail)?.hold_music, &w.hold_music) {
+            println!(
+                "agent: hold music {} ({:.1} s), looped while a caller is on hold",
+                f.display(),
+                seconds(&m)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A WAV file, or the embedded demo speech.

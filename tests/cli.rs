@@ -300,3 +300,37 @@ fn a_warm_transfer_tool_without_a_supervisor_names_the_missing_section() {
         "{err}"
     );
 }
+
+#[test]
+fn check_loads_the_agents_sounds_and_a_missing_one_fails_naming_its_key_and_file() {
+    let speech = concat!(env!("CARGO_MANIFEST_DIR"), "/models/speech/clone-test.wav");
+    let cfg = scratch("sounds").join("hark.toml");
+    let write = |music: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[agent]\ninstructions = \"Be brief.\"\n[agent.thinking_audio]\nfile = \"{speech}\"\n\
+                 [agent.warm_transfer]\ndestination = \"sip:s@pbx.test\"\nhold_music = \"{music}\"\n"
+            ),
+        )
+        .unwrap()
+    };
+    write(speech);
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    for want in [
+        format!("agent: thinking sound {speech} (4.1 s, volume 0.3)"),
+        format!("agent: hold music {speech} (4.1 s), looped while a caller is on hold"),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in:\n{out}");
+    }
+    write("/nonexistent/hold.wav");
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("agent.warm_transfer.hold_music: ") && err.contains("/nonexistent/hold.wav"),
+        "{err}"
+    );
+}

@@ -303,6 +303,80 @@ async fn a_supervisor_who_agrees_gets_the_caller_after_all_eleven_phases_in_orde
     );
 }
 
+/// A caller on hold hears the configured music, looped, and it stops before they are taken
+/// off hold (so the supervisor is not greeted over it).
+#[tokio::test(start_paused = true)]
+async fn hold_music_loops_while_the_caller_is_on_hold_and_stops_before_they_come_off_it() {
+    let (h, llm) = primary(vec![vec![text("Refund request.")]]).await;
+    let mut events = h.session.handle().subscribe();
+    let line = Line::new(Supervisor::Answers);
+    // Half a second of tone: the briefing below lasts far longer, so it must loop.
+    let tone: Vec<f32> = (0..RATE / 2)
+        .map(|i| 0.2 * (i as f32 * 2.0 * std::f32::consts::PI * 440.0 / RATE as f32).sin())
+        .collect();
+    let options = WarmTransferOptions {
+        hold_music: Some(hark::audio::mixer::Clip::new(RATE, tone).unwrap()),
+        ..options()
+    };
+    let sink = h.sink.clone();
+    let result = transfer(&h, &line, llm, options, async {
+        dialed(&line).await;
+        let from = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let heard = sink.voiced_frames_between(from, tokio::time::Instant::now());
+        assert!(
+            heard >= 140,
+            "{heard} frames of music in 3 s of hold (150 if it loops without a gap)"
+        );
+        briefing_tool(&line, "done_briefing", json!({})).await;
+        std::future::pending::<()>().await
+    })
+    .await;
+    assert!(result.success, "{result:?}");
+    let mut order = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            SessionEvent::WarmTransfer { phase, .. } => order.push(format!("{phase:?}")),
+            SessionEvent::BackgroundAudio { playing } => order.push(format!("music {playing}")),
+            _ => {}
+        }
+    }
+    let at = |what: &str| {
+        order
+            .iter()
+            .position(|o| o == what)
+            .unwrap_or_else(|| panic!("no {what} in {order:?}"))
+    };
+    assert_eq!(at("music true"), at("CallerOnHold") + 1, "{order:?}");
+    assert!(at("music false") < at("CallSwitched"), "{order:?}");
+    assert_eq!(
+        order.iter().filter(|o| o.starts_with("music")).count(),
+        2,
+        "it started once and stopped once: {order:?}"
+    );
+}
+
+/// Every abort takes the caller off hold, and the music with it, before the apology.
+#[tokio::test(start_paused = true)]
+async fn hold_music_stops_when_a_transfer_is_given_up() {
+    let (h, llm) = primary(vec![vec![text("Refund request.")]]).await;
+    let mut events = h.session.handle().subscribe();
+    let line = Line::new(Supervisor::Rings);
+    let options = WarmTransferOptions {
+        hold_music: Some(hark::audio::mixer::Clip::new(RATE, vec![0.1; 800]).unwrap()),
+        ..options()
+    };
+    let result = transfer(&h, &line, llm, options, std::future::pending()).await;
+    assert!(!result.success);
+    let music: Vec<bool> = std::iter::from_fn(|| events.try_recv().ok())
+        .filter_map(|e| match e {
+            SessionEvent::BackgroundAudio { playing } => Some(playing),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(music, [true, false]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_supervisor_who_declines_leaves_the_caller_with_the_agent_and_the_apology() {
     let (mut h, llm) = primary(vec![vec![text("Refund request.")]]).await;

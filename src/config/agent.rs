@@ -222,6 +222,10 @@ pub struct WarmTransferConfig {
     /// Seconds the briefing may take before the transfer is given up.
     #[serde(default = "WarmTransferConfig::default_briefing")]
     pub briefing_timeout: f64,
+    /// A WAV file (any rate) looped to the caller while they are on hold, so the line does
+    /// not sound dead; none: silence after the hold line.
+    #[serde(default)]
+    pub hold_music: Option<PathBuf>,
 }
 
 impl WarmTransferConfig {
@@ -233,14 +237,25 @@ impl WarmTransferConfig {
         180.0
     }
 
-    /// The transfer's options.
-    pub fn to_options(&self) -> WarmTransferOptions {
-        WarmTransferOptions {
+    /// The transfer's options for a session whose output runs at `rate` (the hold music is
+    /// loaded and resampled here, once).
+    pub fn to_options(&self, rate: u32) -> Result<WarmTransferOptions, SoundError> {
+        let hold_music = self
+            .hold_music
+            .as_ref()
+            .map(|f| Clip::load(f, rate))
+            .transpose()
+            .map_err(|source| SoundError {
+                key: "warm_transfer.hold_music",
+                source,
+            })?;
+        Ok(WarmTransferOptions {
             summary_prompt: self.summary_prompt.clone(),
             supervisor_join_timeout: Duration::from_secs_f64(self.supervisor_join_timeout),
             briefing_timeout: Duration::from_secs_f64(self.briefing_timeout),
+            hold_music,
             ..WarmTransferOptions::new(self.destination.trim())
-        }
+        })
     }
 }
 
@@ -306,6 +321,17 @@ impl ThinkingAudioConfig {
     }
 }
 
+/// A sound file an `[agent]` section names that cannot be played.
+#[derive(Debug, thiserror::Error)]
+#[error("agent.{key}: {source}")]
+pub struct SoundError {
+    /// The key naming the file (`thinking_audio.file`, `warm_transfer.hold_music`).
+    pub key: &'static str,
+    /// Why it cannot be played (the WAV error names the file).
+    #[source]
+    pub source: ClipError,
+}
+
 /// A rule an `[agent]` section breaks, found after it was read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("agent.{key}: {message}")]
@@ -356,8 +382,21 @@ impl AgentConfig {
         }
     }
 
+    /// The thinking sound for a session whose output runs at `rate`, loaded (and resampled)
+    /// once; `None` without `[agent.thinking_audio]`.
+    pub fn thinking_sound(&self, rate: u32) -> Result<Option<ThinkingAudio>, SoundError> {
+        self.thinking_audio
+            .as_ref()
+            .map(|t| t.load(rate))
+            .transpose()
+            .map_err(|source| SoundError {
+                key: "thinking_audio.file",
+                source,
+            })
+    }
+
     /// The session's options: this section's timing, the output format's defaults. The
-    /// thinking sound is a file, loaded by [`ThinkingAudioConfig::load`] for the output rate.
+    /// thinking sound is a file, loaded by [`AgentConfig::thinking_sound`] for the output rate.
     pub fn session_options(&self) -> SessionOptions {
         SessionOptions {
             eou: self.eou.to_eou(),

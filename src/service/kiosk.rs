@@ -62,6 +62,9 @@ pub enum KioskError {
     /// A session could not start.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A sound the agent section names cannot be played.
+    #[error(transparent)]
+    Sound(#[from] crate::config::agent::SoundError),
 }
 
 /// The front end's output: to the current session (if any) and to the kiosk's events.
@@ -184,6 +187,7 @@ pub async fn run(
     let agent: Arc<dyn Agent> = Arc::new(ConfiguredAgent::connect(agent_config).await?);
     let mut options = agent_config.session_options();
     options.input_rate = PIPELINE_RATE;
+    options.thinking_audio = agent_config.thinking_sound(options.output_rate)?;
     let providers = crate::session::Providers {
         vad: true,
         turn_detector: config.listen.turn.enabled,

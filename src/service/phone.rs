@@ -120,6 +120,9 @@ pub enum PhoneError {
     /// A call's session could not start.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A sound the agent section names cannot be played.
+    #[error(transparent)]
+    Sound(#[from] crate::config::agent::SoundError),
     /// A call could not be answered or its media started.
     #[error("the call: {0}")]
     Call(String),
@@ -164,6 +167,12 @@ impl Shared {
         let mut options = agent_config.session_options();
         options.input_rate = PIPELINE_RATE;
         options.output_rate = PIPELINE_RATE;
+        options.thinking_audio = agent_config.thinking_sound(PIPELINE_RATE)?;
+        let warm_transfer = agent_config
+            .warm_transfer
+            .as_ref()
+            .map(|w| w.to_options(PIPELINE_RATE))
+            .transpose()?;
         let voicemail = options.voicemail.take();
         Ok(Arc::new(Shared {
             agent,
@@ -174,7 +183,7 @@ impl Shared {
             },
             options,
             voicemail,
-            warm_transfer: agent_config.warm_transfer.as_ref().map(|w| w.to_options()),
+            warm_transfer,
             dtmf: agent_config.dtmf.clone(),
             listen: config.listen.clone(),
             store,

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::context::{ChatContext, ChatRole};
 use crate::agent::{Agent, Tool, ToolContext, ToolError, ToolOutput, ToolSpec};
+use crate::audio::mixer::{BackgroundOptions, Clip};
 use crate::providers::{Llm, LlmEvent, LlmRequest};
 use crate::session::{SessionEvent, SessionHandle, UtteranceHandle};
 use crate::transport::CallError;
@@ -150,6 +151,8 @@ pub struct WarmTransferOptions {
     pub supervisor_join_timeout: Duration,
     /// How long the briefing may take before it is given up (the reference's 180 s).
     pub briefing_timeout: Duration,
+    /// Looped to the caller while on hold (at the session's output rate); `None`: silence.
+    pub hold_music: Option<Clip>,
 }
 
 impl WarmTransferOptions {
@@ -160,6 +163,7 @@ impl WarmTransferOptions {
             summary_prompt: None,
             supervisor_join_timeout: Duration::from_secs(120),
             briefing_timeout: Duration::from_secs(180),
+            hold_music: None,
         }
     }
 }
@@ -568,6 +572,16 @@ pub async fn run(
     }
     t.on_hold = true;
     t.emit(WarmTransferPhase::CallerOnHold, json!({}));
+    if let Some(music) = &options.hold_music {
+        let looped = BackgroundOptions {
+            looping: true,
+            override_thinking: false,
+            ..BackgroundOptions::default()
+        };
+        if let Err(e) = primary.play_background(music.clone(), looped).await {
+            tracing::warn!(error = %e, "warm transfer: the hold music did not start");
+        }
+    }
 
     let briefing = BriefingAgent::new(t.summary.clone());
     t.emit(WarmTransferPhase::ConsultationRoomCreated, json!({}));
@@ -684,10 +698,7 @@ pub async fn run(
     }
 
     // The caller comes off hold to hear the supervisor, then the calls are joined.
-    if let Err(e) = line.resume_caller().await {
-        tracing::warn!(error = %e, "warm transfer: taking the caller off hold failed");
-    }
-    t.on_hold = false;
+    t.take_off_hold().await;
     let Consultation {
         call_id,
         line: consult,
@@ -735,6 +746,20 @@ impl Transfer<'_> {
             .publish(SessionEvent::WarmTransfer { phase, data });
     }
 
+    /// Stops the hold music and takes the caller off hold, if they are on it.
+    async fn take_off_hold(&mut self) {
+        if !self.on_hold {
+            return;
+        }
+        if let Err(e) = self.primary.stop_background().await {
+            tracing::warn!(error = %e, "warm transfer: the hold music did not stop");
+        }
+        if let Err(e) = self.line.resume_caller().await {
+            tracing::warn!(error = %e, "warm transfer: taking the caller off hold failed");
+        }
+        self.on_hold = false;
+    }
+
     /// Gives up: the supervisor's call is dropped, the caller is back (off hold, heard) and
     /// hears `apology`.
     async fn abort(
@@ -747,12 +772,7 @@ impl Transfer<'_> {
         if let Some(c) = consultation {
             c.line.abandon().await;
         }
-        if self.on_hold {
-            if let Err(e) = self.line.resume_caller().await {
-                tracing::warn!(error = %e, "warm transfer: taking the caller off hold failed");
-            }
-            self.on_hold = false;
-        }
+        self.take_off_hold().await;
         self.line.set_caller_heard(true);
         if let Err(e) = self.primary.say(apology, true).await {
             tracing::warn!(error = %e, "warm transfer: the apology was not said");
