@@ -189,51 +189,44 @@ fn voicemail_preemption_and_thinking_audio_reach_the_session() {
 
 #[test]
 fn hold_music_is_loaded_at_the_calls_rate_and_a_missing_sound_names_its_key_and_file() {
-    let c = parse(
-        "[agent]\ninstructions = \"x\"\n[agent.warm_transfer]\ndestination = \"sip:s@pbx\"\n\
-         hold_music = \"models/speech/clone-test.wav\"\n",
-    )
-    .unwrap();
-    let agent = c.agent.unwrap();
-    let music = agent
-        .warm_transfer
-        .as_ref()
+    let agent = |extra: &str| {
+        parse(&format!(
+            "[agent]\ninstructions = \"x\"\n[agent.warm_transfer]\ndestination = \"sip:s@pbx\"\n{extra}"
+        ))
         .unwrap()
-        .to_options(16_000)
+        .agent
         .unwrap()
-        .hold_music;
-    let music = music.expect("configured");
+    };
+    let hold_music = |a: &AgentConfig| a.warm_transfer.as_ref().unwrap().to_options(16_000);
+
+    let fine = agent("hold_music = \"models/speech/clone-test.wav\"\n");
+    let music = hold_music(&fine).unwrap().hold_music.expect("configured");
     // clone-test.wav is 4.11 s; resampled to 16 kHz it keeps its length.
     assert_eq!(music.rate(), 16_000);
     assert!((music.samples().len() as f64 / 16_000.0 - 4.11).abs() < 0.01);
     assert_eq!(
-        agent.thinking_sound(16_000).unwrap(),
+        fine.thinking_sound(16_000).unwrap(),
         None,
         "none configured"
     );
 
-    let c = parse(
-        "[agent]\ninstructions = \"x\"\n[agent.warm_transfer]\ndestination = \"sip:s@pbx\"\n\
-         hold_music = \"no/such/music.wav\"\n[agent.thinking_audio]\nfile = \"no/such/hum.wav\"\n",
-    )
-    .unwrap();
-    let agent = c.agent.unwrap();
-    let err = agent
-        .warm_transfer
-        .as_ref()
-        .unwrap()
-        .to_options(16_000)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("agent.warm_transfer.hold_music: ") && err.contains("no/such/music.wav"),
-        "{err}"
+    let missing = agent(
+        "hold_music = \"no/such/music.wav\"\n[agent.thinking_audio]\nfile = \"no/such/hum.wav\"\n",
     );
-    let err = agent.thinking_sound(16_000).unwrap_err().to_string();
-    assert!(
-        err.starts_with("agent.thinking_audio.file: ") && err.contains("no/such/hum.wav"),
-        "{err}"
-    );
+    for (err, key, file) in [
+        (
+            hold_music(&missing).unwrap_err().to_string(),
+            "agent.warm_transfer.hold_music: ",
+            "no/such/music.wav",
+        ),
+        (
+            missing.thinking_sound(16_000).unwrap_err().to_string(),
+            "agent.thinking_audio.file: ",
+            "no/such/hum.wav",
+        ),
+    ] {
+        assert!(err.starts_with(key) && err.contains(file), "{err}");
+    }
 }
 
 #[test]
