@@ -280,6 +280,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 None => println!("agent: none configured (no [agent] section)"),
             }
+            if let Some(sip) = &config.sip {
+                print_sip(sip);
+            }
             if providers.is_empty() {
                 println!("providers: none configured (no [stt], [llm], [tts] or [realtime])");
             }
@@ -464,6 +467,59 @@ fn print_agent(agent: &AgentConfig) {
                 None => println!("agent: wake-up after {after} s of silence: {end}"),
             }
         }
+    }
+}
+
+/// What `hark check` says about `[sip]`: where the phone listens, whom it registers with and
+/// who may call. Passwords are only said to be set.
+fn print_sip(sip: &hark::config::SipConfig) {
+    let transport = format!("{:?}", sip.transport).to_ascii_lowercase();
+    let contact = match &sip.public_address {
+        Some(a) => format!("peers reach it at {a}"),
+        None => "its address for peers found from the route to the registrar".into(),
+    };
+    println!("sip: {transport} on {} ({contact})", sip.bind);
+    let user = sip.user.as_deref().unwrap_or("hark");
+    match &sip.registrar {
+        Some(r) => {
+            let domain = sip.domain.clone().unwrap_or_else(|| {
+                let host = r.trim_start_matches("sip:");
+                host.rsplit_once(':').map_or(host, |(h, _)| h).to_string()
+            });
+            println!(
+                "sip: registers sip:{user}@{domain} with {r} for {} s (digest user {}, password {})",
+                sip.expires,
+                sip.auth_user.as_deref().unwrap_or(user),
+                if sip.password.is_some() { "set" } else { "not set" }
+            );
+        }
+        None => println!("sip: no registrar: takes direct calls only"),
+    }
+    let callers = if sip.allow.is_empty() {
+        "the registrar only".to_string()
+    } else {
+        format!("the registrar and {}", sip.allow.join(", "))
+    };
+    let challenge = match sip.inbound_credentials() {
+        Some(a) => format!(
+            "digest-challenged (user {}, {})",
+            a.user,
+            a.algorithms.join(", ")
+        ),
+        None => "not challenged".into(),
+    };
+    println!("sip: calls accepted from {callers}, {challenge}");
+    println!(
+        "sip: up to {} call{} at once (one more is answered 486); codecs {}; RTP ports {}-{}",
+        sip.max_sessions,
+        if sip.max_sessions == 1 { "" } else { "s" },
+        sip.codecs.join(", "),
+        sip.rtp_ports[0],
+        sip.rtp_ports[1]
+    );
+    match sip.session_expires {
+        0 => println!("sip: no session timer asked for on calls hark places"),
+        s => println!("sip: session timer of {s} s asked for on calls hark places"),
     }
 }
 

@@ -334,3 +334,33 @@ fn check_loads_the_agents_sounds_and_a_missing_one_fails_naming_its_key_and_file
         "{err}"
     );
 }
+
+#[test]
+fn check_prints_the_phone_line_without_its_passwords() {
+    let cfg = scratch("sipcheck").join("hark.toml");
+    std::fs::write(
+        &cfg,
+        "[sip]\nregistrar = \"pbx.example.com:5080\"\nuser = \"frontdesk\"\n\
+         password = \"pw-4f9c2e\"\nallow = [\"192.0.2.0/24\"]\nmax_sessions = 4\n\
+         inbound_auth = true\ninbound_password = \"in-77ab10\"\nsession_expires = 600\n",
+    )
+    .unwrap();
+    let o = hark(&["--config", cfg.to_str().unwrap(), "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    for want in [
+        "sip: udp on 0.0.0.0:5060 (its address for peers found from the route to the registrar)",
+        "sip: registers sip:frontdesk@pbx.example.com with pbx.example.com:5080 for 300 s \
+         (digest user frontdesk, password set)",
+        "sip: calls accepted from the registrar and 192.0.2.0/24, digest-challenged (user frontdesk, MD5)",
+        "sip: up to 4 calls at once (one more is answered 486); codecs PCMU, PCMA; RTP ports 10000-20000",
+        "sip: session timer of 600 s asked for on calls hark places",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let all = format!("{out}{}", stderr(&o));
+    assert!(
+        !all.contains("pw-4f9c2e") && !all.contains("in-77ab10"),
+        "{all}"
+    );
+}

@@ -914,3 +914,55 @@ async fn an_update_with_an_offer_holds_the_call_like_a_re_invite_and_is_answered
     );
     hang_up(&peer, &call.control()).await;
 }
+
+/// After a 422, the INVITE goes again with its digest answer counted up (nc=2): a registrar
+/// that checks nonce counts refuses a replayed nc=1 (RFC 7616 §3.4).
+#[tokio::test(start_paused = true)]
+async fn a_422_after_a_digest_challenge_answers_the_same_nonce_with_the_next_count() {
+    let mut callee = Dialled::new("user = \"hark\"\npassword = \"pw\"", "authed").await;
+    let peer = &callee.peer;
+    let refuse = |invite: &Message, code: u16, reason: &str, header: (&str, &str)| {
+        let mut resp = Message::response_to(invite, code, reason, Some("peer"));
+        resp.push(header.0, header.1);
+        resp.to_bytes()
+    };
+    let challenge = refuse(
+        &callee.invite,
+        401,
+        "Unauthorized",
+        (
+            "WWW-Authenticate",
+            "Digest realm=\"pbx\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5",
+        ),
+    );
+    peer.sock.send_to(&challenge, peer.hark).await.unwrap();
+    peer.expect_request("ACK").await;
+    let answered = peer.expect_request("INVITE").await;
+    let auth = answered
+        .header("Authorization")
+        .expect("the challenge is answered");
+    assert!(
+        auth.contains("nonce=\"n0nce\"") && auth.contains("nc=00000001"),
+        "{auth}"
+    );
+    let too_short = refuse(
+        &answered,
+        422,
+        "Session Interval Too Small",
+        ("Min-SE", "3600"),
+    );
+    peer.sock.send_to(&too_short, peer.hark).await.unwrap();
+    peer.expect_request("ACK").await;
+    let again = peer.expect_request("INVITE").await;
+    let auth = again.header("Authorization").expect("answered again");
+    assert!(
+        auth.contains("nonce=\"n0nce\"") && auth.contains("nc=00000002"),
+        "{auth}"
+    );
+    assert_eq!(again.header("Session-Expires"), Some("3600"));
+    assert_eq!(cseq(&again), cseq(&callee.invite) + 2);
+    callee.invite = again;
+    callee.answer(&[]).await;
+    let (peer, _ep, call) = callee.call().await;
+    hang_up(&peer, &call.control()).await;
+}

@@ -248,6 +248,7 @@ pub(super) async fn dial(
     let mut cseq = 1u32;
     let mut auth: Option<(Challenge, bool)> = None;
     let mut answered_challenge = false;
+    let mut nonce_uses = 0u32;
     let mut session_expires = shared.settings.session_expires;
     let mut raised_interval = false;
     let (invite, ok) = loop {
@@ -274,7 +275,9 @@ pub(super) async fn dial(
             }
         }
         if let (Some((ch, proxy)), Some((user, password))) = (&auth, &shared.settings.credentials) {
-            let value = ch.answer(user, password, "INVITE", target, &token()[..16], 1);
+            // A second use of the nonce (the INVITE again after a 422) counts up (RFC 7616).
+            nonce_uses += 1;
+            let value = ch.answer(user, password, "INVITE", target, &token()[..16], nonce_uses);
             invite.push(
                 if *proxy {
                     "Proxy-Authorization"
