@@ -281,7 +281,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 None => println!("agent: none configured (no [agent] section)"),
             }
             if let Some(sip) = &config.sip {
-                print_sip(sip);
+                print_sip(sip)?;
             }
             if providers.is_empty() {
                 println!("providers: none configured (no [stt], [llm], [tts] or [realtime])");
@@ -471,14 +471,29 @@ fn print_agent(agent: &AgentConfig) {
 }
 
 /// What `hark check` says about `[sip]`: where the phone listens, whom it registers with and
-/// who may call. Passwords are only said to be set.
-fn print_sip(sip: &hark::config::SipConfig) {
+/// who may call. Passwords are only said to be set; TLS files are loaded, so a bad one fails.
+fn print_sip(sip: &hark::config::SipConfig) -> Result<(), Failure> {
     let transport = format!("{:?}", sip.transport).to_ascii_lowercase();
     let contact = match &sip.public_address {
         Some(a) => format!("peers reach it at {a}"),
         None => "its address for peers found from the route to the registrar".into(),
     };
-    println!("sip: {transport} on {} ({contact})", sip.bind);
+    let bind = sip.bind_addr().map_err(fail)?;
+    println!("sip: {transport} on {bind} ({contact})");
+    if hark::transport::sip::tcp::TlsSetup::from_config(sip)
+        .map_err(fail)?
+        .is_some()
+    {
+        let trusted = sip.tls_ca.as_deref().map_or_else(
+            || "the system's roots".to_string(),
+            |ca| format!("the CAs in {ca}"),
+        );
+        let presents = sip.tls_certificate.as_deref().map_or_else(
+            || "no certificate: calls come only over connections hark opened".to_string(),
+            |c| format!("presents {c} to peers that connect"),
+        );
+        println!("sip: TLS checks peers against {trusted}; {presents}");
+    }
     let user = sip.user.as_deref().unwrap_or("hark");
     match &sip.registrar {
         Some(r) => {
@@ -521,6 +536,7 @@ fn print_sip(sip: &hark::config::SipConfig) {
         0 => println!("sip: no session timer asked for on calls hark places"),
         s => println!("sip: session timer of {s} s asked for on calls hark places"),
     }
+    Ok(())
 }
 
 /// Loads the sounds the agent section names, as a session would, so a missing or unreadable

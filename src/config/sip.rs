@@ -1,4 +1,4 @@
-//! `[sip]`: the phone endpoint (SIP signalling over UDP or TCP, G.711 media).
+//! `[sip]`: the phone endpoint (SIP signalling over UDP, TCP or TLS, G.711 media).
 //!
 //! A device either registers with a registrar (a PBX, a SIP trunk, kamailio) and takes the calls
 //! it routes, or takes direct calls from the peers `allow` lists; both at once is fine.
@@ -21,24 +21,46 @@ pub enum SipTransport {
     /// reaches it over TCP too. For PBXs and trunks that want TCP, or messages too large for
     /// a datagram.
     Tcp,
-    /// SIP over TLS: named so that a config asking for it gets a clear refusal (not
-    /// implemented) rather than a parse error.
+    /// SIP over TLS (RFC 3261 §26.2.1), for trunks and PBXs that refuse signalling in the
+    /// clear: like `tcp`, with each connection encrypted. hark checks the certificate of every
+    /// peer it connects to against `tls_ca` (or the system's roots) and the name it dialled,
+    /// and presents `tls_certificate` to peers that connect to it. Media stays plain RTP.
     Tls,
+}
+
+impl SipTransport {
+    /// The port a peer listens on when its address names none (RFC 3263 §4.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            SipTransport::Udp | SipTransport::Tcp => 5060,
+            SipTransport::Tls => 5061,
+        }
+    }
 }
 
 /// `[sip]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipConfig {
-    /// Local address and port for signalling (`0.0.0.0:5060`).
-    #[serde(default = "default_bind")]
-    pub bind: String,
+    /// Local address and port for signalling; `0.0.0.0:5060` (`0.0.0.0:5061` over TLS) when
+    /// unset.
+    pub bind: Option<String>,
     /// The address written into Contact and SDP when `bind` is a wildcard (the address peers
     /// reach this device at); found from the route to the registrar when unset.
     pub public_address: Option<String>,
-    /// `udp` (default) or `tcp`: one transport for all signalling (listening and sending).
+    /// `udp` (default), `tcp` or `tls`: one transport for all signalling (listening and
+    /// sending).
     #[serde(default)]
     pub transport: SipTransport,
+    /// Over TLS: a PEM file of the certificate chain hark presents to peers that connect to
+    /// it (a registrar delivering calls, a trunk). Without it hark takes calls only over the
+    /// connections it opened itself.
+    pub tls_certificate: Option<String>,
+    /// Over TLS: the PEM private key of `tls_certificate`. Never logged.
+    pub tls_key: Option<String>,
+    /// Over TLS: a PEM file of the certificate authorities trusted to vouch for the peers
+    /// hark connects to (a PBX with its own CA); the system's roots when unset.
+    pub tls_ca: Option<String>,
     /// Registrar `host[:port]` or `sip:` URI; none: no registration, direct calls only.
     pub registrar: Option<String>,
     /// The user part of this device's address of record (`sip:user@domain`).
@@ -100,9 +122,6 @@ pub struct InboundAuth {
     pub algorithms: Vec<String>,
 }
 
-fn default_bind() -> String {
-    "0.0.0.0:5060".into()
-}
 fn default_expires() -> u32 {
     300
 }
@@ -186,11 +205,17 @@ impl AllowNet {
 }
 
 impl SipConfig {
-    /// The parsed bind address (checked by [`SipConfig::validate`]).
+    /// The parsed bind address (checked by [`SipConfig::validate`]), or the default.
     pub fn bind_addr(&self) -> Result<SocketAddr, SipIssue> {
-        self.bind
-            .parse()
-            .map_err(|_| issue("bind", format!("expected ip:port, got {:?}", self.bind)))
+        match &self.bind {
+            None => Ok(SocketAddr::from((
+                [0, 0, 0, 0],
+                self.transport.default_port(),
+            ))),
+            Some(b) => b
+                .parse()
+                .map_err(|_| issue("bind", format!("expected ip:port, got {b:?}"))),
+        }
     }
 
     /// The parsed `allow` list (checked by [`SipConfig::validate`]).
@@ -243,9 +268,26 @@ impl SipConfig {
             })?;
         }
         if self.transport == SipTransport::Tls {
+            match (&self.tls_certificate, &self.tls_key) {
+                (Some(_), None) => {
+                    return Err(issue("tls_key", "tls_certificate needs its private key"))
+                }
+                (None, Some(_)) => {
+                    return Err(issue("tls_certificate", "tls_key needs its certificate"))
+                }
+                _ => {}
+            }
+        } else if let Some(key) = [
+            ("tls_certificate", &self.tls_certificate),
+            ("tls_key", &self.tls_key),
+            ("tls_ca", &self.tls_ca),
+        ]
+        .iter()
+        .find_map(|(k, v)| v.is_some().then_some(*k))
+        {
             return Err(issue(
-                "transport",
-                "tls is not implemented; use \"udp\" or \"tcp\"",
+                key,
+                "only used with transport = \"tls\" (or remove it)",
             ));
         }
         if self.registrar.is_some() {
@@ -396,7 +438,15 @@ mod tests {
             ("allow = [\"10.0.0.0/99\"]", "sip.allow"),
             ("codecs = [\"opus\"]", "sip.codecs"),
             ("rtp_ports = [20000, 10000]", "sip.rtp_ports"),
-            ("transport = \"tls\"", "sip.transport"),
+            (
+                "transport = \"tls\"\ntls_certificate = \"c.pem\"",
+                "sip.tls_key",
+            ),
+            (
+                "transport = \"tls\"\ntls_key = \"k.pem\"",
+                "sip.tls_certificate",
+            ),
+            ("tls_ca = \"ca.pem\"", "sip.tls_ca"),
             ("inbound_auth = true\npassword = \"x\"", "sip.inbound_user"),
             (
                 "inbound_auth = true\nuser = \"hark\"",
@@ -432,7 +482,10 @@ mod tests {
             std::path::Path::new("hark.toml"),
         )
         .unwrap();
-        assert_eq!(ok.sip.unwrap().bind, "127.0.0.1:5070");
+        assert_eq!(
+            ok.sip.unwrap().bind_addr().unwrap(),
+            "127.0.0.1:5070".parse().unwrap()
+        );
     }
 
     /// The shipped example's `[sip]` block, uncommented, is valid and states the defaults.
@@ -453,7 +506,7 @@ mod tests {
         let c: SipConfig = toml::from_str(block.trim_start_matches("[sip]")).unwrap();
         c.validate().unwrap();
         let d: SipConfig = toml::from_str("").unwrap();
-        assert_eq!(c.bind, d.bind);
+        assert_eq!(c.bind_addr(), d.bind_addr());
         assert_eq!(c.transport, d.transport);
         assert_eq!(c.expires, d.expires);
         assert_eq!(c.max_sessions, d.max_sessions);
@@ -462,15 +515,19 @@ mod tests {
     }
 
     #[test]
-    fn tcp_is_accepted_and_tls_is_refused_with_what_to_use_instead() {
+    fn tls_listens_on_5061_unless_told_and_its_files_come_as_a_pair() {
         assert_eq!(
-            parse("transport = \"tcp\"").unwrap().transport,
-            SipTransport::Tcp
+            parse("transport = \"tcp\"").unwrap().bind_addr().unwrap(),
+            "0.0.0.0:5060".parse().unwrap()
         );
-        let err = parse("transport = \"tls\"").unwrap_err();
+        let tls = parse("transport = \"tls\"").unwrap();
+        assert_eq!(tls.bind_addr().unwrap(), "0.0.0.0:5061".parse().unwrap());
+        assert_eq!(tls.tls_ca, None, "the system's roots");
+        let both = "transport = \"tls\"\ntls_certificate = \"c.pem\"\ntls_key = \"k.pem\"";
+        assert_eq!(parse(both).unwrap().tls_key.as_deref(), Some("k.pem"));
         assert_eq!(
-            err,
-            "sip.transport: tls is not implemented; use \"udp\" or \"tcp\""
+            parse("tls_key = \"k.pem\"").unwrap_err(),
+            "sip.tls_key: only used with transport = \"tls\" (or remove it)"
         );
     }
 

@@ -192,7 +192,7 @@ impl Shared {
         let _in_flight = InFlight { shared: self, id };
         let dest = match literal {
             Some(d) => d,
-            None => resolve(&hop).await.unwrap_or(source),
+            None => resolve(&self.socket, &hop).await.unwrap_or(source),
         };
         tracing::info!(call = %id, hold, "sip: sending re-INVITE ({})", if hold { "hold" } else { "resume" });
         let resp = match self.socket.transact(&invite, dest, T1 * 64).await {
@@ -266,7 +266,7 @@ impl Shared {
         };
         let ack_dest = match ack_dest {
             Ok(d) => d,
-            Err(hop) => resolve(&hop).await.unwrap_or(dest),
+            Err(hop) => resolve(&self.socket, &hop).await.unwrap_or(dest),
         };
         let bytes = ack.to_bytes();
         {

@@ -426,6 +426,11 @@ pub fn uri_of(value: &str) -> &str {
 
 /// The host and port a `sip:` URI points at (port 5060 when absent).
 pub fn uri_host_port(uri: &str) -> Option<(String, u16)> {
+    uri_host_port_or(uri, 5060)
+}
+
+/// The host and port a `sip:` URI points at, `default_port` when absent (5061 over TLS).
+pub fn uri_host_port_or(uri: &str, default_port: u16) -> Option<(String, u16)> {
     let rest = uri
         .strip_prefix("sip:")
         .or_else(|| uri.strip_prefix("SIP:"))?;
@@ -435,12 +440,12 @@ pub fn uri_host_port(uri: &str) -> Option<(String, u16)> {
         let (host, after) = v6.split_once(']')?;
         let port = after
             .strip_prefix(':')
-            .map_or(Some(5060), |p| p.parse().ok())?;
+            .map_or(Some(default_port), |p| p.parse().ok())?;
         return Some((host.to_owned(), port));
     }
     match hostport.split_once(':') {
         Some((h, p)) => Some((h.to_owned(), p.parse().ok()?)),
-        None if !hostport.is_empty() => Some((hostport.to_owned(), 5060)),
+        None if !hostport.is_empty() => Some((hostport.to_owned(), default_port)),
         None => None,
     }
 }

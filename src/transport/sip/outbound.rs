@@ -9,9 +9,9 @@ use tokio::sync::{mpsc, Notify};
 
 use super::call::{CallHandle, IncomingCall};
 use super::digest::Challenge;
-use super::message::{uri_host_port, uri_of, Message, StartLine};
+use super::message::{uri_host_port_or, uri_of, Message, StartLine};
 use super::sdp::{self, Offer, SdpError};
-use super::transport::{branch, token, TransactionError};
+use super::transport::{branch, token, SipSocket, TransactionError};
 use super::ua::{resolve, CallState, Phase, Shared};
 
 /// Why an outbound call did not connect.
@@ -138,7 +138,7 @@ async fn cancel(shared: &Arc<Shared>, invite: &Message, dest: SocketAddr) {
             // 32 s) and end the call at once with BYE (RFC 3261 §15).
             tracing::info!("sip: the call was answered as it was cancelled; hanging up");
             let contact = shared.settings.contact_addr;
-            let answered = Answered::confirm(invite, &ok, dest).await;
+            let answered = Answered::confirm(&shared.socket, invite, &ok, dest).await;
             let ack = answered.in_dialog(invite, "ACK", seq, contact);
             shared.socket.send(&ack, answered.dest).await;
             let bye = answered.in_dialog(invite, "BYE", seq + 1, contact);
@@ -166,7 +166,12 @@ struct Answered {
 }
 
 impl Answered {
-    async fn confirm(invite: &Message, ok: &Message, fallback: SocketAddr) -> Answered {
+    async fn confirm(
+        socket: &SipSocket,
+        invite: &Message,
+        ok: &Message,
+        fallback: SocketAddr,
+    ) -> Answered {
         let remote_party = ok.header("To").unwrap_or_default().to_owned();
         let remote_target = ok.header("Contact").map_or_else(
             || match &invite.start {
@@ -177,7 +182,7 @@ impl Answered {
         );
         let mut route_set = ok.header_values("Record-Route");
         route_set.reverse();
-        let dest = resolve(uri_of(route_set.first().unwrap_or(&remote_target)))
+        let dest = resolve(socket, uri_of(route_set.first().unwrap_or(&remote_target)))
             .await
             .unwrap_or(fallback);
         Answered {
@@ -213,12 +218,13 @@ pub(super) async fn dial(
     ring_timeout: Duration,
     consultation: bool,
 ) -> Result<IncomingCall, DialError> {
-    let (host, port) = uri_host_port(target).ok_or_else(|| DialError::BadTarget(target.into()))?;
+    let (host, port) = uri_host_port_or(target, shared.socket.default_port())
+        .ok_or_else(|| DialError::BadTarget(target.into()))?;
     let dest_uri = match &shared.settings.outbound_proxy {
         Some((h, p)) => format!("sip:{h}:{p}"),
         None => format!("sip:{host}:{port}"),
     };
-    let dest = resolve(&dest_uri)
+    let dest = resolve(&shared.socket, &dest_uri)
         .await
         .ok_or_else(|| DialError::BadTarget(format!("{target} (cannot resolve)")))?;
     let limit = shared.settings.max_sessions * if consultation { 2 } else { 1 };
@@ -337,7 +343,7 @@ pub(super) async fn dial(
             }
         }
     };
-    let answered = Answered::confirm(&invite, &ok, dest).await;
+    let answered = Answered::confirm(&shared.socket, &invite, &ok, dest).await;
     let ack = answered.in_dialog(&invite, "ACK", cseq, contact);
     let Answered {
         remote_party,

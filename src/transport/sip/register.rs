@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::digest::Challenge;
-use super::message::{param, uri_host_port, uri_of, Message};
+use super::message::{param, uri_host_port_or, uri_of, Message};
 use super::transport::{branch, token, TransactionError, T1};
 use super::ua::Shared;
 use crate::config::SipConfig;
@@ -87,7 +87,9 @@ impl Registrar {
         } else {
             format!("sip:{registrar}")
         };
-        let (host, port) = uri_host_port(&uri).unwrap_or((registrar.to_owned(), 5060));
+        let default_port = config.transport.default_port();
+        let (host, port) =
+            uri_host_port_or(&uri, default_port).unwrap_or((registrar.to_owned(), default_port));
         let user = config.user.clone().unwrap_or_default();
         Registrar {
             domain: config.domain.clone().unwrap_or_else(|| host.clone()),
@@ -212,6 +214,7 @@ async fn register_once(
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| RegisterError::Unreachable(format!("cannot resolve {}", reg.name())))?;
+    shared.socket.name(to, &reg.host);
     shared.set_registrar_ip(to.ip());
     b.dest = Some(to);
     let contact = shared_contact(shared, &reg.user);

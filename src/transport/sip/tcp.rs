@@ -2,6 +2,12 @@
 //! demand, and one task per connection that frames the byte stream into messages by their
 //! `Content-Length` (mandatory on a stream, §18.3) and answers RFC 5626 §4.4.1 keep-alive pings.
 //!
+//! SIP over TLS (§26.2.1) is the same with each connection encrypted ([`TlsSetup`]): a
+//! connection hark opens is used only once the peer's certificate checked out for the name
+//! hark resolved to reach it ([`TcpTransport::name`]) or its IP address, so a bad certificate
+//! fails the request at once with the reason; a connection a peer opens gets hark's
+//! certificate, and is refused when hark has none.
+//!
 //! Connections are keyed by the peer's address, so a response sent to the address a request
 //! came from goes back on the connection it came on (§18.2.2) and the rest of the user agent
 //! keeps addressing peers by `SocketAddr` whatever the transport.
@@ -15,18 +21,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
 use super::message::MAX_MESSAGE;
 use super::worth_logging;
+use crate::config::sip::SipTransport;
+use crate::config::SipConfig;
+use crate::providers::tls::{self, TlsFileError};
 
 /// Most connections open at once (accepted and opened together); more are refused.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -39,7 +51,7 @@ pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(30);
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long a pong may take once the peer has shown it answers pings (RFC 5626 §4.4.1: 10 s).
 pub const PONG_WAIT: Duration = Duration::from_secs(10);
-/// How long opening a connection may take.
+/// How long opening a connection (with its TLS handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long writing one message may take before the connection is given up.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +61,41 @@ pub const WRITE_QUEUE: usize = 32;
 const INBOX: usize = 256;
 /// Bytes read from a socket at a time.
 const CHUNK: usize = 8192;
+/// Host names remembered for checking certificates; the oldest are forgotten beyond this.
+const NAMES: usize = 256;
+
+/// What makes the transport SIP over TLS.
+#[derive(Clone)]
+pub struct TlsSetup {
+    /// Checks the certificates of the peers hark connects to.
+    pub client: Arc<rustls::ClientConfig>,
+    /// Hark's certificate, for peers that connect to it; none refuses their connections.
+    pub server: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl TlsSetup {
+    /// What `[sip]` asks for: `None` unless `transport = "tls"`; the certificate and CA files
+    /// are read now, so a bad one fails at start (and in `hark check`) naming the file.
+    pub fn from_config(config: &SipConfig) -> Result<Option<TlsSetup>, TlsFileError> {
+        if config.transport != SipTransport::Tls {
+            return Ok(None);
+        }
+        let client = tls::client_config_trusting(config.tls_ca.as_deref().map(Path::new))?;
+        let server = match (&config.tls_certificate, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(Path::new(cert), Path::new(key))?),
+            _ => None,
+        };
+        Ok(Some(TlsSetup { client, server }))
+    }
+}
+
+/// [`TlsSetup`] ready for use.
+struct Tls {
+    connector: TlsConnector,
+    acceptor: Option<TlsAcceptor>,
+    /// The names hark resolved to reach addresses (for checking their certificates).
+    names: Mutex<HashMap<SocketAddr, ServerName<'static>>>,
+}
 
 /// Why the byte stream of a connection cannot be framed; the connection is closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,6 +276,9 @@ pub struct TcpStats {
     pub idle_closed: AtomicU64,
     /// Keep-alive pings answered.
     pub pings: AtomicU64,
+    /// TLS handshakes that failed (a certificate refused either way, a peer speaking plain
+    /// SIP to the TLS port, no certificate of hark's to present).
+    pub handshakes_failed: AtomicU64,
 }
 
 /// An open connection as the senders see it.
@@ -245,9 +295,19 @@ struct Inner {
     inbox: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     next_id: AtomicU64,
     stats: TcpStats,
+    tls: Option<Tls>,
 }
 
-/// The TCP transport: a listener and the connections open now.
+/// A connection before it is served.
+enum Opened {
+    Plain(TcpStream),
+    /// Accepted; the TLS handshake is still to come.
+    Accepting(TcpStream),
+    /// Opened by hark, handshake done.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// The TCP (or TLS) transport: a listener and the connections open now.
 pub struct TcpTransport {
     inner: Arc<Inner>,
     local: SocketAddr,
@@ -258,6 +318,15 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// Listens on `addr` and starts accepting connections.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpTransport> {
+        Self::start(addr, None).await
+    }
+
+    /// [`TcpTransport::bind`], with every connection over TLS.
+    pub async fn bind_tls(addr: SocketAddr, tls: TlsSetup) -> std::io::Result<TcpTransport> {
+        Self::start(addr, Some(tls)).await
+    }
+
+    async fn start(addr: SocketAddr, tls: Option<TlsSetup>) -> std::io::Result<TcpTransport> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(INBOX);
@@ -266,6 +335,11 @@ impl TcpTransport {
             inbox: tx,
             next_id: AtomicU64::new(0),
             stats: TcpStats::default(),
+            tls: tls.map(|t| Tls {
+                connector: TlsConnector::from(t.client),
+                acceptor: t.server.map(TlsAcceptor::from),
+                names: Mutex::new(HashMap::new()),
+            }),
         });
         let acceptor = tokio::spawn(accept_loop(inner.clone(), listener));
         Ok(TcpTransport {
@@ -279,6 +353,29 @@ impl TcpTransport {
     /// The listening address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.inner.tls.is_some()
+    }
+
+    /// Notes that `host` (a name from a configured address or a URI) resolved to `addr`, so a
+    /// TLS connection to `addr` checks the certificate against that name (RFC 5922 §4);
+    /// without a name it is checked against the IP address. Does nothing over plain TCP.
+    pub fn name(&self, addr: SocketAddr, host: &str) {
+        let Some(tls) = &self.inner.tls else { return };
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return;
+        }
+        let Ok(name) = ServerName::try_from(host.to_owned()) else {
+            return;
+        };
+        let mut names = tls.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.len() >= NAMES && !names.contains_key(&addr) {
+            names.clear();
+        }
+        names.insert(addr, name);
     }
 
     /// The next message any connection delivered, with the peer it came from.
@@ -353,18 +450,47 @@ impl TcpTransport {
             self.inner.stats.refused.fetch_add(1, Ordering::Relaxed);
             return Err(TcpError::TooManyConnections(to));
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, self.open(to))
             .await
-            .map_err(|_| TcpError::Connect(to, format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| TcpError::Connect(to, e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| {
+                TcpError::Connect(to, format!("no answer within {CONNECT_TIMEOUT:?}"))
+            })??;
         // Another task may have connected meanwhile: use the first connection.
         if let Some(c) = self.existing(to) {
             return Ok(c);
         }
         self.inner.stats.opened.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(peer = %to, "sip: TCP connection opened");
-        Inner::adopt(&self.inner, stream, to).ok_or(TcpError::TooManyConnections(to))
+        Inner::adopt(&self.inner, opened, to).ok_or(TcpError::TooManyConnections(to))
+    }
+
+    /// Connects to `to`, and over TLS checks its certificate.
+    async fn open(&self, to: SocketAddr) -> Result<Opened, TcpError> {
+        let stream = TcpStream::connect(to)
+            .await
+            .map_err(|e| TcpError::Connect(to, e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.inner.tls else {
+            return Ok(Opened::Plain(stream));
+        };
+        let name = {
+            let names = tls.names.lock().unwrap_or_else(|e| e.into_inner());
+            names.get(&to).cloned()
+        }
+        .unwrap_or_else(|| ServerName::IpAddress(to.ip().into()));
+        match tls.connector.connect(name.clone(), stream).await {
+            Ok(s) => Ok(Opened::Tls(Box::new(TlsStream::Client(s)))),
+            Err(e) => {
+                self.inner
+                    .stats
+                    .handshakes_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(TcpError::Connect(
+                    to,
+                    format!("TLS with {}: {e}", name.to_str()),
+                ))
+            }
+        }
     }
 }
 
@@ -385,7 +511,7 @@ impl Inner {
     /// Registers `stream` and starts serving it; `None` when the limit is reached.
     fn adopt(
         inner: &Arc<Inner>,
-        stream: TcpStream,
+        stream: Opened,
         peer: SocketAddr,
     ) -> Option<(mpsc::Sender<Vec<u8>>, watch::Receiver<()>)> {
         let mut conns = inner.lock();
@@ -397,15 +523,15 @@ impl Inner {
         let (out_tx, out_rx) = mpsc::channel(WRITE_QUEUE);
         let (closed_tx, closed_rx) = watch::channel(());
         let watchers = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(serve(
-            inner.clone(),
-            stream,
+        let conn = Connection {
+            inner: inner.clone(),
             peer,
             id,
-            out_rx,
-            closed_tx,
-            watchers.clone(),
-        ));
+            out: out_rx,
+            closed: closed_tx,
+            watchers: watchers.clone(),
+        };
+        let task = tokio::spawn(conn.run(stream));
         conns.insert(
             peer,
             Conn {
@@ -432,7 +558,12 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             }
         };
         let _ = stream.set_nodelay(true);
-        if Inner::adopt(&inner, stream, peer).is_none() {
+        let opened = if inner.tls.is_some() {
+            Opened::Accepting(stream)
+        } else {
+            Opened::Plain(stream)
+        };
+        if Inner::adopt(&inner, opened, peer).is_none() {
             let n = inner.stats.refused.load(Ordering::Relaxed);
             if worth_logging(n, 100) {
                 tracing::warn!(%peer, count = n, "sip: TCP connection refused: {MAX_CONNECTIONS} are open");
@@ -454,136 +585,190 @@ enum End {
     Dropped,
 }
 
-/// Reads, frames and writes one connection until it ends, then forgets it.
-async fn serve(
+/// One connection's serving task and what it reports to.
+struct Connection {
     inner: Arc<Inner>,
-    mut stream: TcpStream,
     peer: SocketAddr,
     id: u64,
-    mut out: mpsc::Receiver<Vec<u8>>,
+    out: mpsc::Receiver<Vec<u8>>,
     closed: watch::Sender<()>,
     watchers: Arc<AtomicUsize>,
-) {
-    let mut framer = Framer::new(MAX_MESSAGE);
-    let mut chunk = vec![0u8; CHUNK];
-    let mut last_traffic = Instant::now();
-    let mut message_started: Option<Instant> = None;
-    let mut ping_sent: Option<Instant> = None;
-    let mut answers_pings = false;
-    let end = 'conn: loop {
-        let watched = watchers.load(Ordering::Relaxed) > 0;
-        let mut wake = if watched {
-            match ping_sent {
-                Some(at) if answers_pings => at + PONG_WAIT,
-                Some(at) => at + KEEPALIVE,
-                None => last_traffic + KEEPALIVE,
-            }
-        } else {
-            last_traffic + IDLE
-        };
-        if let Some(at) = message_started {
-            wake = wake.min(at + MESSAGE_DEADLINE);
-        }
-        tokio::select! {
-            read = stream.read(&mut chunk) => {
-                let n = match read {
-                    Ok(0) => break End::Eof,
-                    Ok(n) => n,
-                    Err(e) => break End::Io(e),
+}
+
+impl Connection {
+    /// Completes the TLS handshake of an accepted connection, then serves it.
+    async fn run(self, opened: Opened) {
+        match opened {
+            Opened::Plain(s) => self.serve(s).await,
+            Opened::Tls(s) => self.serve(*s).await,
+            Opened::Accepting(s) => {
+                let acceptor = self.inner.tls.as_ref().and_then(|t| t.acceptor.clone());
+                let accepted = match acceptor {
+                    None => Err("hark has no tls_certificate to present".to_owned()),
+                    Some(a) => match tokio::time::timeout(CONNECT_TIMEOUT, a.accept(s)).await {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no handshake within {CONNECT_TIMEOUT:?}")),
+                    },
                 };
-                last_traffic = Instant::now();
-                framer.push(&chunk[..n]);
-                loop {
-                    match framer.next_frame() {
-                        Ok(Some(Frame::Message(m))) => {
-                            message_started = None;
-                            if inner.inbox.send((m, peer)).await.is_err() {
-                                break 'conn End::Dropped;
-                            }
+                match accepted {
+                    Ok(s) => self.serve(TlsStream::Server(s)).await,
+                    Err(why) => {
+                        let n = self
+                            .inner
+                            .stats
+                            .handshakes_failed
+                            .fetch_add(1, Ordering::Relaxed)
+                            + 1;
+                        if worth_logging(n, 100) {
+                            tracing::warn!(peer = %self.peer, count = n, "sip: TLS connection refused: {why}");
                         }
-                        Ok(Some(Frame::Ping)) => {
-                            inner.stats.pings.fetch_add(1, Ordering::Relaxed);
-                            if let Err(e) = write(&mut stream, b"\r\n").await {
-                                break 'conn End::Io(e);
-                            }
-                        }
-                        Ok(Some(Frame::Pong)) => {
-                            if ping_sent.take().is_some() {
-                                answers_pings = true;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => break 'conn End::Broken(e.to_string()),
+                        forget(&self.inner, self.peer, self.id);
                     }
-                }
-                if framer.is_mid_message() {
-                    message_started.get_or_insert(last_traffic);
                 }
             }
-            bytes = out.recv() => {
-                let Some(bytes) = bytes else { break End::Dropped };
-                if let Err(e) = write(&mut stream, &bytes).await {
-                    break End::Io(e);
-                }
-                last_traffic = Instant::now();
-            }
-            () = tokio::time::sleep_until(wake) => {
-                let now = Instant::now();
-                if message_started.is_some_and(|at| now >= at + MESSAGE_DEADLINE) {
-                    break End::Broken(format!("a message took longer than {MESSAGE_DEADLINE:?}"));
-                }
-                if !watched {
-                    if now >= last_traffic + IDLE {
-                        break End::Idle;
-                    }
-                } else if let Some(at) = ping_sent {
-                    if answers_pings && now >= at + PONG_WAIT {
-                        break End::NoPong;
-                    }
-                    if now >= at + KEEPALIVE {
-                        ping_sent = None; // a peer that never answers: just ping again
-                    }
-                } else if now >= last_traffic + KEEPALIVE {
-                    if let Err(e) = write(&mut stream, b"\r\n\r\n").await {
-                        break End::Io(e);
-                    }
-                    ping_sent = Some(now);
-                    last_traffic = now;
-                }
-            }
-        }
-    };
-    {
-        let mut conns = inner.lock();
-        if conns.get(&peer).is_some_and(|c| c.id == id) {
-            conns.remove(&peer);
         }
     }
-    drop(closed);
-    match end {
-        End::Eof => tracing::debug!(%peer, "sip: TCP connection closed by the peer"),
-        End::Io(e) => tracing::debug!(%peer, error = %e, "sip: TCP connection failed"),
-        End::Broken(why) => {
-            let n = inner.stats.broken.fetch_add(1, Ordering::Relaxed) + 1;
-            if worth_logging(n, 100) {
-                tracing::warn!(%peer, count = n, "sip: TCP connection closed: {why}");
-            }
-        }
-        End::Idle | End::NoPong => {
-            inner.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-            let why = if matches!(end, End::Idle) {
-                "idle"
+
+    /// Reads, frames and writes the connection until it ends, then forgets it.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(self, mut stream: S) {
+        let Connection {
+            inner,
+            peer,
+            id,
+            mut out,
+            closed,
+            watchers,
+        } = self;
+        let mut framer = Framer::new(MAX_MESSAGE);
+        let mut chunk = vec![0u8; CHUNK];
+        let mut last_traffic = Instant::now();
+        let mut message_started: Option<Instant> = None;
+        let mut ping_sent: Option<Instant> = None;
+        let mut answers_pings = false;
+        let end = 'conn: loop {
+            let watched = watchers.load(Ordering::Relaxed) > 0;
+            let mut wake = if watched {
+                match ping_sent {
+                    Some(at) if answers_pings => at + PONG_WAIT,
+                    Some(at) => at + KEEPALIVE,
+                    None => last_traffic + KEEPALIVE,
+                }
             } else {
-                "no keep-alive pong"
+                last_traffic + IDLE
             };
-            tracing::debug!(%peer, "sip: TCP connection closed: {why}");
+            if let Some(at) = message_started {
+                wake = wake.min(at + MESSAGE_DEADLINE);
+            }
+            tokio::select! {
+                read = stream.read(&mut chunk) => {
+                    let n = match read {
+                        Ok(0) => break End::Eof,
+                        Ok(n) => n,
+                        Err(e) => break End::Io(e),
+                    };
+                    last_traffic = Instant::now();
+                    framer.push(&chunk[..n]);
+                    loop {
+                        match framer.next_frame() {
+                            Ok(Some(Frame::Message(m))) => {
+                                message_started = None;
+                                if inner.inbox.send((m, peer)).await.is_err() {
+                                    break 'conn End::Dropped;
+                                }
+                            }
+                            Ok(Some(Frame::Ping)) => {
+                                inner.stats.pings.fetch_add(1, Ordering::Relaxed);
+                                if let Err(e) = write(&mut stream, b"\r\n").await {
+                                    break 'conn End::Io(e);
+                                }
+                            }
+                            Ok(Some(Frame::Pong)) => {
+                                if ping_sent.take().is_some() {
+                                    answers_pings = true;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => break 'conn End::Broken(e.to_string()),
+                        }
+                    }
+                    if framer.is_mid_message() {
+                        message_started.get_or_insert(last_traffic);
+                    }
+                }
+                bytes = out.recv() => {
+                    let Some(bytes) = bytes else { break End::Dropped };
+                    if let Err(e) = write(&mut stream, &bytes).await {
+                        break End::Io(e);
+                    }
+                    last_traffic = Instant::now();
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if message_started.is_some_and(|at| now >= at + MESSAGE_DEADLINE) {
+                        break End::Broken(format!("a message took longer than {MESSAGE_DEADLINE:?}"));
+                    }
+                    if !watched {
+                        if now >= last_traffic + IDLE {
+                            break End::Idle;
+                        }
+                    } else if let Some(at) = ping_sent {
+                        if answers_pings && now >= at + PONG_WAIT {
+                            break End::NoPong;
+                        }
+                        if now >= at + KEEPALIVE {
+                            ping_sent = None; // a peer that never answers: just ping again
+                        }
+                    } else if now >= last_traffic + KEEPALIVE {
+                        if let Err(e) = write(&mut stream, b"\r\n\r\n").await {
+                            break End::Io(e);
+                        }
+                        ping_sent = Some(now);
+                        last_traffic = now;
+                    }
+                }
+            }
+        };
+        forget(&inner, peer, id);
+        drop(closed);
+        match end {
+            End::Eof => tracing::debug!(%peer, "sip: TCP connection closed by the peer"),
+            End::Io(e) => tracing::debug!(%peer, error = %e, "sip: TCP connection failed"),
+            End::Broken(why) => {
+                let n = inner.stats.broken.fetch_add(1, Ordering::Relaxed) + 1;
+                if worth_logging(n, 100) {
+                    tracing::warn!(%peer, count = n, "sip: TCP connection closed: {why}");
+                }
+            }
+            End::Idle | End::NoPong => {
+                inner.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                let why = if matches!(end, End::Idle) {
+                    "idle"
+                } else {
+                    "no keep-alive pong"
+                };
+                tracing::debug!(%peer, "sip: TCP connection closed: {why}");
+            }
+            End::Dropped => {}
         }
-        End::Dropped => {}
     }
 }
 
-async fn write(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
+/// Removes connection `id` from the open ones (unless a newer one to `peer` replaced it).
+fn forget(inner: &Inner, peer: SocketAddr, id: u64) {
+    let mut conns = inner.lock();
+    if conns.get(&peer).is_some_and(|c| c.id == id) {
+        conns.remove(&peer);
+    }
+}
+
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    // A TLS stream may keep records back until flushed.
+    let written = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -847,5 +1032,118 @@ mod tests {
             .await
             .expect("the loss is reported");
         assert_eq!(t.connections(), 0);
+    }
+
+    /// A file of the test PKI in `tests/tls` (a CA, a certificate for 127.0.0.1 and
+    /// `localhost` it signed, and an unrelated CA).
+    fn pki(file: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/tls")
+            .join(file)
+    }
+
+    async fn tls_transport(trusting: &str, with_certificate: bool) -> TcpTransport {
+        let setup = TlsSetup {
+            client: tls::client_config_trusting(Some(&pki(trusting))).unwrap(),
+            server: with_certificate
+                .then(|| tls::server_config(&pki("peer.pem"), &pki("peer.key")).unwrap()),
+        };
+        TcpTransport::bind_tls("127.0.0.1:0".parse().unwrap(), setup)
+            .await
+            .unwrap()
+    }
+
+    async fn next(t: &TcpTransport) -> (Vec<u8>, SocketAddr) {
+        tokio::time::timeout(Duration::from_secs(5), t.recv())
+            .await
+            .expect("a message within 5 s")
+            .unwrap()
+    }
+
+    const OK: &[u8] = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn over_tls_a_request_and_its_response_share_the_connection_whose_certificate_checked_out(
+    ) {
+        let hark = tls_transport("ca.pem", false).await;
+        let pbx = tls_transport("ca.pem", true).await;
+        assert!(hark.is_tls());
+        // Checked against the name hark resolved (in the certificate), then against the IP.
+        hark.name(pbx.local_addr(), "localhost");
+        hark.send(OPTIONS.as_bytes().to_vec(), pbx.local_addr())
+            .await
+            .unwrap();
+        let (msg, from) = next(&pbx).await;
+        assert_eq!(msg, OPTIONS.as_bytes());
+        pbx.send(OK.to_vec(), from).await.unwrap();
+        assert_eq!(next(&hark).await, (OK.to_vec(), pbx.local_addr()));
+        assert_eq!((hark.connections(), pbx.connections()), (1, 1));
+        assert_eq!(pbx.stats().accepted.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_certificate_that_does_not_check_out_fails_the_send_at_once_saying_why() {
+        let pbx = tls_transport("ca.pem", true).await;
+        let to = pbx.local_addr();
+        let cases = [
+            // Signed by a CA hark was not told to trust.
+            ("other-ca.pem", None, "invalid peer certificate"),
+            // Trusted CA, but not issued for the name hark dialled.
+            ("ca.pem", Some("pbx.example.com"), "not valid for name"),
+        ];
+        for (ca, name, why) in cases {
+            let hark = tls_transport(ca, false).await;
+            if let Some(n) = name {
+                hark.name(to, n);
+            }
+            let err = hark
+                .send(OPTIONS.as_bytes().to_vec(), to)
+                .await
+                .expect_err("refused");
+            let text = err.to_string();
+            assert!(
+                matches!(err, TcpError::Connect(..))
+                    && text.contains("TLS with")
+                    && text.contains(why),
+                "{ca} {name:?}: {text}"
+            );
+            assert_eq!(hark.connections(), 0);
+            assert_eq!(hark.stats().handshakes_failed.load(Ordering::Relaxed), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_speaking_plain_sip_to_the_tls_port_is_cut_off_and_tls_peers_are_still_served() {
+        let pbx = tls_transport("ca.pem", true).await;
+        let mut plain = TcpStream::connect(pbx.local_addr()).await.unwrap();
+        plain.write_all(OPTIONS.as_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        // Whatever alert comes back, the connection ends and nothing was delivered.
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut rest))
+            .await
+            .expect("closed within 5 s");
+        assert!(!rest.windows(3).any(|w| w == b"SIP"), "{rest:?}");
+        let hark = tls_transport("ca.pem", false).await;
+        hark.send(OPTIONS.as_bytes().to_vec(), pbx.local_addr())
+            .await
+            .unwrap();
+        let (msg, _) = next(&pbx).await;
+        assert_eq!(msg, OPTIONS.as_bytes());
+        assert_eq!(pbx.stats().handshakes_failed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_certificate_hark_refuses_tls_connections_but_opens_its_own() {
+        let hark = tls_transport("ca.pem", false).await;
+        let caller = tls_transport("ca.pem", true).await;
+        let err = caller
+            .send(OPTIONS.as_bytes().to_vec(), hark.local_addr())
+            .await
+            .expect_err("no certificate to present");
+        assert!(err.to_string().contains("TLS with 127.0.0.1"), "{err}");
+        hark.send(OPTIONS.as_bytes().to_vec(), caller.local_addr())
+            .await
+            .unwrap();
+        assert_eq!(next(&caller).await.0, OPTIONS.as_bytes());
     }
 }

@@ -85,7 +85,23 @@ impl SipSocket {
     pub fn uri_param(&self) -> &'static str {
         match &self.link {
             Link::Udp(_) => "",
+            Link::Tcp(t) if t.is_tls() => ";transport=tls",
             Link::Tcp(_) => ";transport=tcp",
+        }
+    }
+
+    /// The port a peer listens on when its URI names none: 5061 over TLS, else 5060.
+    pub fn default_port(&self) -> u16 {
+        match &self.link {
+            Link::Tcp(t) if t.is_tls() => 5061,
+            _ => 5060,
+        }
+    }
+
+    /// Notes that `host` resolved to `addr`, for checking its TLS certificate by name.
+    pub fn name(&self, addr: SocketAddr, host: &str) {
+        if let Link::Tcp(t) = &self.link {
+            t.name(addr, host);
         }
     }
 
@@ -152,7 +168,8 @@ impl SipSocket {
                 .map(|_| None)
                 .map_err(|e| e.to_string()),
             Link::Tcp(t) => {
-                let bytes = stamp_via(bytes, "TCP").unwrap_or_else(|| bytes.to_vec());
+                let protocol = if t.is_tls() { "TLS" } else { "TCP" };
+                let bytes = stamp_via(bytes, protocol).unwrap_or_else(|| bytes.to_vec());
                 t.send(bytes, to).await.map(Some).map_err(|e| e.to_string())
             }
         }

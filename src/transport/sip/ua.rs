@@ -17,11 +17,11 @@ use tokio::task::JoinHandle;
 
 use super::call::{CallEvent, CallHandle, HangupReason, IncomingCall};
 use super::digest::{Algorithm, Guard, Verdict};
-use super::message::{uri_host_port, uri_of, Message, StartLine, MAX_MESSAGE};
+use super::message::{uri_host_port, uri_host_port_or, uri_of, Message, StartLine, MAX_MESSAGE};
 use super::refer::{self, ReferProgress};
 use super::register::{self, Registrar, RegistrationState};
 use super::sdp::{self, NegotiatedMedia, Offer, SdpError};
-use super::tcp::TcpTransport;
+use super::tcp::{TcpTransport, TlsSetup};
 use super::transport::{branch, token, SipSocket, T1, T2};
 use super::worth_logging;
 use crate::config::sip::{AllowNet, SipConfig, SipTransport};
@@ -46,6 +46,9 @@ pub enum EndpointError {
     /// The signalling socket could not be bound.
     #[error("cannot bind SIP socket {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// A TLS certificate, key or CA file named in `[sip]` cannot be used.
+    #[error("sip: {0}")]
+    Tls(#[from] crate::providers::tls::TlsFileError),
 }
 
 /// Counts of what the endpoint refused, for logs and tests.
@@ -211,10 +214,12 @@ impl Endpoint {
                     .map_err(|e| EndpointError::Bind(bind, e))?,
             ),
             SipTransport::Tls => {
-                return Err(EndpointError::Config(crate::config::SipIssue {
-                    key: "transport".into(),
-                    message: "tls is not implemented".into(),
-                }))
+                let tls = TlsSetup::from_config(config)?.expect("transport is tls");
+                SipSocket::tcp(
+                    TcpTransport::bind_tls(bind, tls)
+                        .await
+                        .map_err(|e| EndpointError::Bind(bind, e))?,
+                )
             }
         };
         let bound = socket
@@ -1077,7 +1082,9 @@ impl Shared {
         let (bye, dest) = self.in_dialog_request(&call, "BYE");
         let dest = match dest {
             Some(d) => d,
-            None => resolve(&dest_uri(&call)).await.unwrap_or(call.source),
+            None => resolve(&self.socket, &dest_uri(&call))
+                .await
+                .unwrap_or(call.source),
         };
         match self.socket.transact(&bye, dest, T1 * 64).await {
             Ok(resp) if resp.code().is_some_and(|c| c < 300 || c == 481 || c == 408) => Ok(()),
@@ -1171,7 +1178,7 @@ impl Shared {
         };
         let dest = match literal {
             Some(d) => d,
-            None => resolve(&first_hop).await.unwrap_or(source),
+            None => resolve(&self.socket, &first_hop).await.unwrap_or(source),
         };
         tracing::info!(call = %id, target = %uri, "sip: transferring the caller (REFER)");
         let answered =
@@ -1285,12 +1292,14 @@ pub(super) fn dest_uri(call: &CallState) -> String {
         .unwrap_or_else(|| call.remote_target.clone())
 }
 
-/// Resolves a `sip:` URI's host and port.
-pub(super) async fn resolve(uri: &str) -> Option<SocketAddr> {
-    let (host, port) = uri_host_port(uri)?;
+/// Resolves a `sip:` URI's host and port (the transport's default port when it names none),
+/// telling `socket` the name for checking a TLS certificate.
+pub(super) async fn resolve(socket: &SipSocket, uri: &str) -> Option<SocketAddr> {
+    let (host, port) = uri_host_port_or(uri, socket.default_port())?;
     let found = tokio::net::lookup_host((host.as_str(), port))
         .await
         .ok()?
-        .next();
-    found
+        .next()?;
+    socket.name(found, &host);
+    Some(found)
 }
