@@ -16,8 +16,9 @@ packages=(gcc libc6-dev pkg-config libasound2-dev python3 python3-pip fonts-deja
 if (( test_deps )); then
   # The aarch64 build links the board's libasound: Debian's multiarch arm64 package.
   packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static libasound2-dev:arm64)
-  # The SIP tests' real peers: kamailio as registrar/proxy, baresip as the caller.
-  packages+=(kamailio baresip-core)
+  # The SIP tests' real peers: kamailio as registrar/proxy (with its TLS module for SIP over
+  # TLS), baresip as the caller.
+  packages+=(kamailio kamailio-tls-modules baresip-core)
   # sox: the SIP media tests decode DTMF tone files a real tool made.
   packages+=(sox)
 fi

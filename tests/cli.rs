@@ -364,3 +364,38 @@ fn check_prints_the_phone_line_without_its_passwords() {
         "{all}"
     );
 }
+
+#[test]
+fn check_loads_the_tls_files_and_an_unusable_one_fails_naming_it() {
+    let dir = scratch("sipcheck-tls");
+    let pki = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
+    let cfg = dir.join("hark.toml");
+    let write = |key: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[sip]\ntransport = \"tls\"\ntls_ca = \"{pki}/ca.pem\"\n\
+                 tls_certificate = \"{pki}/peer.pem\"\ntls_key = \"{pki}/{key}\"\n"
+            ),
+        )
+        .unwrap();
+        hark(&["--config", cfg.to_str().unwrap(), "check"])
+    };
+    let o = write("peer.key");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "sip: tls on 0.0.0.0:5061",
+        &format!("sip: TLS checks peers against the CAs in {pki}/ca.pem; presents {pki}/peer.pem"),
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // A certificate where the key should be: named, with what was expected.
+    let o = write("peer.pem");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{pki}/peer.pem: expected a PEM private key")),
+        "{err}"
+    );
+}

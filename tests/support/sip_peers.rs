@@ -15,8 +15,8 @@ pub fn require_peers() {
     assert!(
         Path::new("/usr/sbin/kamailio").exists()
             && Path::new("/usr/bin/baresip").exists()
-            && kamailio_modules().is_some(),
-        "baresip and kamailio are not installed: run scripts/setup.sh --test"
+            && kamailio_modules().is_some_and(|m| m.join("tls.so").exists()),
+        "baresip and kamailio (with its TLS module) are not installed: run scripts/setup.sh --test"
     );
 }
 
@@ -560,6 +560,18 @@ impl Kamailio {
     /// [`Kamailio::start`], listening on TCP as well as UDP, on the same port: the TCP tests
     /// use TCP, the readiness probe stays on UDP. kamailio answers RFC 5626 CRLF pings.
     pub fn start_tcp(users: &[(&str, &str)], algorithm: &str) -> Kamailio {
+        Self::start_stream(users, algorithm, "tcp")
+    }
+
+    /// [`Kamailio::start`], listening on TLS as well as UDP, on the same port, with the test
+    /// PKI's certificate (`tests/tls/peer.pem`, for 127.0.0.1). As a TLS client (relaying a
+    /// call to a TLS contact) it does not check certificates: kamailio's default.
+    pub fn start_tls(users: &[(&str, &str)], algorithm: &str) -> Kamailio {
+        Self::start_stream(users, algorithm, "tls")
+    }
+
+    fn start_stream(users: &[(&str, &str)], algorithm: &str, proto: &str) -> Kamailio {
+        let pki = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tls");
         for _ in 0..5 {
             let mut k = Self::start(users, algorithm);
             // The TCP port of the same number must be free too; another port if it is not.
@@ -567,13 +579,19 @@ impl Kamailio {
                 continue;
             }
             let path = k.dir.0.join("kamailio.cfg");
+            let tls = if proto == "tls" {
+                "enable_tls=yes
+"
+            } else {
+                ""
+            };
             // Also log each request's protocol, source, Contact and top Via.
-            let cfg = std::fs::read_to_string(&path)
+            let mut cfg = std::fs::read_to_string(&path)
                 .unwrap()
                 .replace(
                     "disable_tcp=yes\n",
                     &format!(
-                        "disable_tcp=no\ntcp_children=1\ntcp_connection_lifetime=3600\nlisten=tcp:{}\n",
+                        "disable_tcp=no\n{tls}tcp_children=1\ntcp_connection_lifetime=3600\nlisten={proto}:{}\n",
                         k.addr
                     ),
                 )
@@ -581,12 +599,24 @@ impl Kamailio {
                     "ruri=$ru\\n",
                     "ruri=$ru proto=$pr contact=$ct via=$hdr(Via)\\n",
                 );
+            if proto == "tls" {
+                // The TLS module goes first (it sets up OpenSSL before the others allocate).
+                cfg = cfg.replace(
+                    "loadmodule \"tm.so\"\n",
+                    &format!(
+                        "loadmodule \"tls.so\"\nmodparam(\"tls\", \"certificate\", \"{pki}/peer.pem\")\n\
+                         modparam(\"tls\", \"private_key\", \"{pki}/peer.key\")\n\
+                         modparam(\"tls\", \"verify_certificate\", 0)\n\
+                         modparam(\"tls\", \"tls_method\", \"TLSv1.2+\")\nloadmodule \"tm.so\"\n"
+                    ),
+                );
+            }
             std::fs::write(&path, cfg).unwrap();
             k.restart();
             k.wait_tcp_ready();
             return k;
         }
-        panic!("no port free for kamailio on both UDP and TCP in 5 tries");
+        panic!("no port free for kamailio on both UDP and {proto} in 5 tries");
     }
 
     /// Waits until kamailio accepts TCP connections on its address, up to 10 s.
