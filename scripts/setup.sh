@@ -21,6 +21,9 @@ if (( test_deps )); then
   packages+=(kamailio kamailio-tls-modules baresip-core)
   # sox: the SIP media tests decode DTMF tone files a real tool made.
   packages+=(sox)
+  # The NAT test: network namespaces (iproute2), Linux's masquerading (nftables) and a look at
+  # its mappings (conntrack).
+  packages+=(iproute2 nftables conntrack)
 fi
 
 missing=()

@@ -510,6 +510,16 @@ fn print_sip(sip: &hark::config::SipConfig) -> Result<(), Failure> {
         }
         None => println!("sip: no registrar: takes direct calls only"),
     }
+    if sip.registrar.is_some() && sip.transport == hark::config::sip::SipTransport::Udp {
+        let nat = match &sip.public_address {
+            Some(_) => "",
+            None => "; behind a NAT, registers the address the registrar sees",
+        };
+        match sip.keepalive {
+            0 => println!("sip: no keep-alives to the registrar{nat}"),
+            s => println!("sip: a keep-alive to the registrar every {s} s{nat}"),
+        }
+    }
     let callers = if sip.allow.is_empty() {
         "the registrar only".to_string()
     } else {

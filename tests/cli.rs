@@ -355,6 +355,7 @@ fn check_prints_the_phone_line_without_its_passwords() {
         "sip: calls accepted from the registrar and 192.0.2.0/24, digest-challenged (user frontdesk, MD5)",
         "sip: up to 4 calls at once (one more is answered 486); codecs PCMU, PCMA; RTP ports 10000-20000",
         "sip: session timer of 600 s asked for on calls hark places",
+        "sip: a keep-alive to the registrar every 25 s; behind a NAT, registers the address the registrar sees",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

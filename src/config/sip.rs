@@ -102,6 +102,12 @@ pub struct SipConfig {
     /// default: older phones (baresip 1.0) give up on a challenge list holding SHA-256.
     #[serde(default = "default_inbound_algorithms")]
     pub inbound_algorithms: Vec<String>,
+    /// Seconds between keep-alives (a CRLF datagram) to the registrar over UDP, so that a NAT
+    /// in front of hark keeps the mapping its registration made and the registrar's INVITEs
+    /// still get through; 0 sends none. Behind a NAT, hark also registers the address the
+    /// registrar saw it at (`received`/`rport`, RFC 3581) unless `public_address` is set.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u32,
     /// The session interval (RFC 4028) asked for on calls hark places, in seconds: whoever
     /// the answer names refreshes the call within it, so a call whose far end vanished
     /// without a BYE is ended. 0 asks for none. (Calls hark answers follow the caller's.)
@@ -133,6 +139,9 @@ fn default_codecs() -> Vec<String> {
 }
 fn default_rtp_ports() -> [u16; 2] {
     [10000, 20000]
+}
+fn default_keepalive() -> u32 {
+    25
 }
 fn default_session_expires() -> u32 {
     1800
@@ -327,6 +336,12 @@ impl SipConfig {
                 format!("expected 0 (none) or 90 to 86400 seconds, got {se}"),
             ));
         }
+        if self.keepalive > 3600 {
+            return Err(issue(
+                "keepalive",
+                format!("expected 0 (none) to 3600 seconds, got {}", self.keepalive),
+            ));
+        }
         if !(1..=64).contains(&self.max_sessions) {
             return Err(issue(
                 "max_sessions",
@@ -423,6 +438,10 @@ mod tests {
         assert_eq!(c.codecs, ["PCMU", "PCMA"]);
         assert_eq!(c.rtp_ports, [10000, 20000]);
         assert_eq!(c.session_expires, 1800, "RFC 4028's recommended interval");
+        assert_eq!(
+            c.keepalive, 25,
+            "inside the 30 s a NAT may keep an idle UDP mapping"
+        );
         assert_eq!(parse("session_expires = 0").unwrap().session_expires, 0);
     }
 
@@ -435,6 +454,7 @@ mod tests {
             ("expires = 5", "sip.expires"),
             ("max_sessions = 0", "sip.max_sessions"),
             ("session_expires = 60", "sip.session_expires"),
+            ("keepalive = 7200", "sip.keepalive"),
             ("allow = [\"10.0.0.0/99\"]", "sip.allow"),
             ("codecs = [\"opus\"]", "sip.codecs"),
             ("rtp_ports = [20000, 10000]", "sip.rtp_ports"),

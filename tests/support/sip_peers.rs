@@ -227,6 +227,29 @@ request_route {{
         self.wait_ready();
     }
 
+    /// [`Kamailio::start`] on `ip` (an address of a test network) instead of loopback, giving
+    /// up on a relayed request after 4 s without a response (`tm` `fr_timer`), and logging
+    /// each request's Contact.
+    pub fn start_on(ip: std::net::IpAddr, users: &[(&str, &str)]) -> Kamailio {
+        let mut k = Self::start(users, "MD5");
+        let path = k.dir.0.join("kamailio.cfg");
+        let cfg = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                &format!("listen=udp:{}", k.addr),
+                &format!("listen=udp:{ip}:{}", k.addr.port()),
+            )
+            .replace(
+                "modparam(\"usrloc\", \"db_mode\", 0)",
+                "modparam(\"usrloc\", \"db_mode\", 0)\nmodparam(\"tm\", \"fr_timer\", 4000)",
+            )
+            .replace("ruri=$ru\\n", "ruri=$ru contact=$ct\\n");
+        std::fs::write(&path, cfg).unwrap();
+        k.addr = SocketAddr::new(ip, k.addr.port());
+        k.restart();
+        k
+    }
+
     /// Waits until kamailio answers an OPTIONS (its readiness event), up to 10 s.
     fn wait_ready(&self) {
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -343,6 +366,14 @@ impl Baresip {
         microphone: Option<&hark::audio::Audio>,
     ) -> Result<Baresip, String> {
         let tcp = matches!(account, Account::Registered { tcp: true, .. });
+        // Beside its registrar: on loopback, or on the test network address it listens on
+        // (media from loopback would not be routed out to a test network).
+        let host = match account {
+            Account::Registered { registrar, .. } if !registrar.ip().is_loopback() => {
+                registrar.ip()
+            }
+            _ => std::net::IpAddr::from([127, 0, 0, 1]),
+        };
         let tone = || hark::audio::Audio {
             rate: 8000,
             samples: (0..8000 * 5)
@@ -365,8 +396,8 @@ impl Baresip {
         std::fs::create_dir_all(&recordings).unwrap();
         let config = format!(
             "poll_method epoll\n\
-             net_interface 127.0.0.1\n\
-             sip_listen 127.0.0.1:{sip_port}\n\
+             net_interface {host}\n\
+             sip_listen {host}:{sip_port}\n\
              sip_transports {}\n\
              audio_source aufile,{}\n\
              audio_player aubridge,nil\n\

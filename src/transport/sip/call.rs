@@ -77,6 +77,16 @@ pub struct IncomingCall {
     pub(super) control: Arc<CallHandle>,
 }
 
+/// Opens a NAT in front of hark for the far end's media before the far end may send any: an
+/// empty datagram (RFC 6263 §4.1) from the RTP port to theirs makes a masquerading router map
+/// that port, keeping its number where it can, the one the SDP advertised. Were their packets
+/// first, the router would have no mapping for them and pick another port for ours.
+pub(super) async fn open_media_path(rtp: &UdpSocket, remote: std::net::SocketAddr) {
+    if let Err(e) = rtp.send_to(&[], remote).await {
+        tracing::debug!(%remote, "sip: opening the media path: {e}");
+    }
+}
+
 impl std::fmt::Debug for IncomingCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IncomingCall")
@@ -92,6 +102,7 @@ impl IncomingCall {
     /// Answers: sends 200 OK with the SDP answer (resent until the caller's ACK) and returns
     /// once the ACK arrived. Fails if the caller cancelled first or never acknowledged.
     pub async fn answer(&self) -> Result<(), CallError> {
+        open_media_path(&self.rtp_socket, self.media.remote).await;
         self.control.shared.answer(&self.control.call_id).await
     }
 

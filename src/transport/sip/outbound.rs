@@ -137,7 +137,7 @@ async fn cancel(shared: &Arc<Shared>, invite: &Message, dest: SocketAddr) {
             // Answered as it was cancelled: ACK the 200 (the far end would resend it for
             // 32 s) and end the call at once with BYE (RFC 3261 §15).
             tracing::info!("sip: the call was answered as it was cancelled; hanging up");
-            let contact = shared.settings.contact_addr;
+            let contact = shared.contact_addr();
             let answered = Answered::confirm(&shared.socket, invite, &ok, dest).await;
             let ack = answered.in_dialog(invite, "ACK", seq, contact);
             shared.socket.send(&ack, answered.dest).await;
@@ -235,7 +235,7 @@ pub(super) async fn dial(
         .bind_rtp()
         .await
         .ok_or(DialError::Busy("no free RTP port"))?;
-    let contact = shared.settings.contact_addr;
+    let contact = shared.contact_addr();
     let rtp_local = SocketAddr::new(
         contact.ip(),
         rtp_socket.local_addr().map_or(0, |a| a.port()),
@@ -351,11 +351,16 @@ pub(super) async fn dial(
         route_set,
         dest: ack_dest,
     } = answered;
+    let agreed = Offer::parse(&ok.body).and_then(|answer| {
+        let media = answer.negotiate(&shared.settings.codecs)?;
+        Ok((answer, media))
+    });
+    if let Ok((_, media)) = &agreed {
+        // Before the ACK: the far end may send media as soon as it has it.
+        super::call::open_media_path(&rtp_socket, media.remote).await;
+    }
     shared.socket.send(&ack, ack_dest).await;
-    let answer = Offer::parse(&ok.body).map_err(DialError::Media)?;
-    let media = answer
-        .negotiate(&shared.settings.codecs)
-        .map_err(DialError::Media)?;
+    let (answer, media) = agreed.map_err(DialError::Media)?;
     let (ev_tx, ev_rx) = mpsc::channel(32);
     let state = CallState {
         invite: invite.clone(),

@@ -164,10 +164,37 @@ pub async fn run(
                 _ => std::future::pending().await,
             }
         };
-        let connection_lost = tokio::select! {
-            _ = tokio::time::sleep(wait) => false,
-            () = lost => true,
-            _ = stop.wait_for(|s| *s) => break,
+        tokio::pin!(lost);
+        let refresh = tokio::time::sleep(wait);
+        tokio::pin!(refresh);
+        // Over UDP, a datagram now and then keeps a NAT's mapping (and so the registrar's way
+        // to hark) open between refreshes.
+        let mut keepalive = match (shared.settings.keepalive, binding.dest) {
+            (Some(every), Some(to)) if registered => {
+                Some((tokio::time::interval_at(since + every, every), to))
+            }
+            _ => None,
+        };
+        let connection_lost = loop {
+            let ping = async {
+                match &mut keepalive {
+                    Some((every, to)) => {
+                        every.tick().await;
+                        *to
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut refresh => break Some(false),
+                () = &mut lost => break Some(true),
+                to = ping => shared.socket.send_bytes(b"\r\n\r\n", to).await,
+                // (Its guard dropped at once: the ping arm awaits.)
+                () = async { let _ = stop.wait_for(|s| *s).await; } => break None,
+            }
+        };
+        let Some(connection_lost) = connection_lost else {
+            break; // stopped
         };
         if connection_lost {
             losses = if since.elapsed() > LASTING {
@@ -217,7 +244,9 @@ async fn register_once(
     shared.socket.name(to, &reg.host);
     shared.set_registrar_ip(to.ip());
     b.dest = Some(to);
-    let contact = shared_contact(shared, &reg.user);
+    let mut contact = shared_contact(shared, &reg.user);
+    // A contact the registrar could not reach hark at (before a NAT), removed with the next.
+    let mut unreachable: Option<String> = None;
     let request_uri = format!("sip:{}", reg.domain);
     let aor = format!("<sip:{}@{}>", reg.user, reg.domain);
     let mut answered_fresh = false;
@@ -238,9 +267,12 @@ async fn register_once(
         .push("To", aor.clone())
         .push("Call-ID", b.call_id.clone())
         .push("CSeq", format!("{} REGISTER", b.cseq))
-        .push("Contact", contact.clone())
-        .push("Expires", expires.to_string())
-        .push("User-Agent", "hark");
+        .push("Contact", contact.clone());
+        if let Some(old) = &unreachable {
+            req.push("Contact", format!("{old};expires=0"));
+        }
+        req.push("Expires", expires.to_string())
+            .push("User-Agent", "hark");
         if let Some((ch, proxy, nc)) = &mut b.challenge {
             *nc += 1;
             let cnonce = &token()[..16];
@@ -273,7 +305,21 @@ async fn register_once(
             })?;
         let code = resp.code().unwrap_or_default();
         match code {
-            200..=299 => return Ok(granted(&resp, &contact, expires)),
+            200..=299 => {
+                let learnt = (expires > 0 && unreachable.is_none())
+                    .then(|| seen_at(&resp, shared.contact_addr()))
+                    .flatten()
+                    .and_then(|seen| shared.learn_address(seen).map(|old| (old, seen)));
+                let Some((old, seen)) = learnt else {
+                    return Ok(granted(&resp, &contact, expires));
+                };
+                tracing::info!(registrar = %reg.name(), was = %old, now = %seen,
+                    "sip: the registrar sees hark at another address (a NAT); registering that one");
+                unreachable = Some(std::mem::replace(
+                    &mut contact,
+                    shared_contact(shared, &reg.user),
+                ));
+            }
             401 | 407 => {
                 let header = if code == 401 {
                     "WWW-Authenticate"
@@ -336,6 +382,16 @@ fn granted(resp: &Message, contact: &str, asked: u32) -> u32 {
         .unwrap_or(asked)
 }
 
+/// Where the registrar saw the request come from (RFC 3581: `received` and `rport` in the
+/// top Via of its response), when that is not `ours`.
+fn seen_at(resp: &Message, ours: SocketAddr) -> Option<SocketAddr> {
+    let via = resp.header_values("Via").into_iter().next()?;
+    let ip = param(&via, "received").and_then(|r| r.parse().ok());
+    let port = param(&via, "rport").and_then(|p| p.parse().ok());
+    let seen = SocketAddr::new(ip.unwrap_or(ours.ip()), port.unwrap_or(ours.port()));
+    (seen != ours).then_some(seen)
+}
+
 fn shared_addr(shared: &Shared) -> SocketAddr {
     shared.contact_addr()
 }
@@ -361,6 +417,37 @@ mod tests {
         let resp = Message::parse(text.as_bytes()).unwrap();
         assert_eq!(granted(&resp, "<sip:hark@127.0.0.1:5070>", 600), 120);
         assert_eq!(granted(&resp, "<sip:hark@127.0.0.1:5999>", 600), 300);
+    }
+
+    #[test]
+    fn the_address_the_registrar_saw_is_taken_from_received_and_rport_when_it_differs() {
+        let ours: SocketAddr = "192.168.1.20:5060".parse().unwrap();
+        let seen = |via: &str| {
+            let text = format!(
+                "SIP/2.0 200 OK\r\nVia: {via}\r\nVia: SIP/2.0/UDP 10.9.9.9;branch=z9hG4bKo\r\n\
+                 From: <sip:hark@d>;tag=1\r\nTo: <sip:hark@d>;tag=2\r\nCall-ID: c\r\n\
+                 CSeq: 2 REGISTER\r\n\r\n"
+            );
+            seen_at(&Message::parse(text.as_bytes()).unwrap(), ours)
+        };
+        let via = "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKx";
+        assert_eq!(
+            seen(&format!("{via};rport=41234;received=203.0.113.7")),
+            Some("203.0.113.7:41234".parse().unwrap())
+        );
+        // A NAT that kept the port; one that kept the address.
+        assert_eq!(
+            seen(&format!("{via};received=203.0.113.7;rport=5060")),
+            Some("203.0.113.7:5060".parse().unwrap())
+        );
+        assert_eq!(
+            seen(&format!("{via};rport=41234")),
+            Some("192.168.1.20:41234".parse().unwrap())
+        );
+        // No NAT, or a registrar without RFC 3581 (an empty rport): nothing learnt.
+        assert_eq!(seen(&format!("{via};rport=5060")), None);
+        assert_eq!(seen(&format!("{via};rport")), None);
+        assert_eq!(seen(via), None);
     }
 
     #[test]

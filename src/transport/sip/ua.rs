@@ -90,8 +90,10 @@ pub(super) struct Settings {
     pub(super) allow: Vec<AllowNet>,
     pub(super) codecs: Vec<String>,
     pub(super) rtp_ports: [u16; 2],
-    /// Contact/SDP address (ip:port of the signalling socket as peers reach it).
-    pub(super) contact_addr: SocketAddr,
+    /// Whether the registrar may tell hark its address (no `public_address`, over UDP).
+    pub(super) learns_address: bool,
+    /// How often to refresh a NAT's mapping towards the registrar over UDP.
+    pub(super) keepalive: Option<Duration>,
     pub(super) user: String,
     /// Digest credentials for outbound calls (auth user, password), from `[sip]`.
     pub(super) credentials: Option<(String, ApiKey)>,
@@ -181,6 +183,9 @@ impl State {
 pub struct Shared {
     pub(super) socket: SipSocket,
     pub(super) settings: Settings,
+    /// Contact/SDP address: the signalling socket's ip:port as peers reach it (learnt from the
+    /// registrar behind a NAT, see [`Shared::learn_address`]).
+    contact_addr: Mutex<SocketAddr>,
     state: Mutex<State>,
     stats: Stats,
     incoming: mpsc::Sender<IncomingCall>,
@@ -254,7 +259,10 @@ impl Endpoint {
                     .map(|c| c.to_ascii_uppercase())
                     .collect(),
                 rtp_ports: config.rtp_ports,
-                contact_addr: SocketAddr::new(ip, bound.port()),
+                learns_address: config.public_address.is_none()
+                    && config.transport == SipTransport::Udp,
+                keepalive: (config.keepalive > 0 && config.transport == SipTransport::Udp)
+                    .then(|| Duration::from_secs(u64::from(config.keepalive))),
                 user: config.user.clone().unwrap_or_else(|| "hark".into()),
                 credentials: config.password.clone().map(|p| {
                     let user = config.auth_user.clone().or(config.user.clone());
@@ -278,6 +286,7 @@ impl Endpoint {
                 }),
                 session_expires: config.session_expires,
             },
+            contact_addr: Mutex::new(SocketAddr::new(ip, bound.port())),
             state: Mutex::new(State {
                 next_rtp: config.rtp_ports[0],
                 ..State::default()
@@ -293,7 +302,7 @@ impl Endpoint {
         let (reg_tx, reg_rx) = watch::channel(RegistrationState::Off);
         let registrar = registrar
             .map(|r| tokio::spawn(register::run(shared.clone(), r, reg_tx, stop_rx.clone())));
-        tracing::info!(addr = %shared.settings.contact_addr, "sip: endpoint listening");
+        tracing::info!(addr = %shared.contact_addr(), "sip: endpoint listening");
         Ok(Endpoint {
             shared,
             incoming: rx,
@@ -328,9 +337,10 @@ impl Endpoint {
         }
     }
 
-    /// Where peers reach the endpoint (Contact address).
+    /// Where peers reach the endpoint (Contact address; behind a NAT, as the registrar sees
+    /// it once it has said so).
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.settings.contact_addr
+        self.shared.contact_addr()
     }
 
     /// The registration's state, to watch or wait on.
@@ -548,7 +558,18 @@ impl Shared {
 
     /// Where peers reach the endpoint (Contact, Via and SDP address).
     pub(super) fn contact_addr(&self) -> SocketAddr {
-        self.settings.contact_addr
+        *self.contact_addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `seen` (the `received`/`rport` of a registrar's response, RFC 3581) as the
+    /// address peers reach hark at, when it differs and hark may learn it: behind a NAT, the
+    /// registrar can only reach hark through the NAT's mapping. Returns the address replaced.
+    pub(super) fn learn_address(&self, seen: SocketAddr) -> Option<SocketAddr> {
+        if !self.settings.learns_address {
+            return None;
+        }
+        let mut addr = self.contact_addr.lock().unwrap_or_else(|e| e.into_inner());
+        (*addr != seen).then(|| std::mem::replace(&mut *addr, seen))
     }
 
     pub(super) fn set_registrar_ip(&self, ip: IpAddr) {
@@ -629,7 +650,7 @@ impl Shared {
             return;
         };
         let rtp_local = SocketAddr::new(
-            self.settings.contact_addr.ip(),
+            self.contact_addr().ip(),
             rtp_socket.local_addr().map_or(0, |a| a.port()),
         );
         let local_tag = token()[..16].to_owned();
@@ -752,16 +773,12 @@ impl Shared {
 
     pub(super) async fn bind_rtp(&self) -> Option<UdpSocket> {
         let [lo, hi] = self.settings.rtp_ports;
-        let ip = self.settings.contact_addr.ip();
-        let bind_ip = if self
+        // Beside the signalling socket: the advertised address may be a NAT's or
+        // `public_address`, not one of this host's.
+        let bind_ip = self
             .socket
             .local_addr()
-            .is_ok_and(|a| a.ip().is_unspecified())
-        {
-            IpAddr::from([0, 0, 0, 0])
-        } else {
-            ip
-        };
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
         let span = u32::from(hi - lo) + 1;
         for _ in 0..span.div_ceil(2).min(500) {
             let port = {
@@ -781,7 +798,7 @@ impl Shared {
         format!(
             "<sip:{}@{}{}>",
             self.settings.user,
-            self.settings.contact_addr,
+            self.contact_addr(),
             self.socket.uri_param()
         )
     }
@@ -1238,7 +1255,7 @@ impl Shared {
             "Via",
             format!(
                 "SIP/2.0/UDP {};branch={};rport",
-                self.settings.contact_addr,
+                self.contact_addr(),
                 branch()
             ),
         )
