@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hark::config::SipConfig;
+use hark::transport::sip::media::g711::G711;
+use hark::transport::sip::media::session::{MediaConfig, RtpSession};
 use hark::transport::sip::message::Message;
 use hark::transport::sip::{
     CallEvent, DialError, Direction, Endpoint, HangupReason, RegisterError, RegistrationState,
@@ -15,7 +17,7 @@ use hark::transport::sip::{
 use hark::transport::CallControl;
 use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
 use support::sip_setup::{
-    answered_call, blocking, captured_logs, config, hang_up, logs_text, registered,
+    answered_call, blocking, captured_logs, config, first_rtp, hang_up, logs_text, registered,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -171,15 +173,7 @@ async fn baresip_calls_hark_directly_gets_the_expected_answer_and_hangs_up() {
     call.answer().await.expect("ACK for our 200 OK");
     blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
     // The SDP answer pointed baresip at our RTP socket: its tone arrives there as PCMU.
-    let mut pkt = [0u8; 1500];
-    let (n, from) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
-        .await
-        .expect("RTP from baresip within 10 s")
-        .unwrap();
-    assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
-    assert_eq!(pkt[0] >> 6, 2, "RTP version 2");
-    assert_eq!(pkt[1] & 0x7f, 0, "payload type PCMU");
-    assert_eq!(from, call.media.remote);
+    assert_eq!(first_rtp(&call).await, 0, "payload type PCMU");
     blocking(|| phone.command("hangup", ""));
     assert_eq!(
         call.next_event_within(WAIT).await,
@@ -210,6 +204,69 @@ async fn hark_hangs_up_and_baresip_sees_the_bye() {
     );
     // The call is gone: hanging up again says so.
     assert!(call.control().hangup("again").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_crosses_with_baresip_and_its_reports_on_our_stream_give_loss_and_round_trip() {
+    use std::sync::atomic::Ordering::Relaxed;
+    require_peers();
+    captured_logs();
+    let mut ep = Endpoint::start(&direct_config("")).await.unwrap();
+    // baresip stops its stream's RTCP when its microphone file ends: 30 s of tone.
+    let tone = hark::audio::Audio {
+        rate: 8000,
+        samples: (0..8000 * 30)
+            .map(|i| 0.3 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin())
+            .collect(),
+    };
+    let mut phone = Baresip::start_with("caller", None, false, Some(&tone));
+    let target = format!("sip:hark@{}", ep.local_addr());
+    let call = answered_call(&mut ep, &mut phone, &target).await;
+    let media = call.media.clone();
+    let (socket, rtcp, _events) = call.into_parts();
+    let rtp_port = socket.local_addr().unwrap().port();
+    assert_eq!(rtcp.local_addr().unwrap().port(), rtp_port + 1);
+    let codec = G711::from_payload_type(media.payload_type).unwrap();
+    let (rtp, mut streams) =
+        RtpSession::start_with_rtcp(socket, Some(rtcp), MediaConfig::new(media.remote, codec))
+            .unwrap();
+    // hark talks, so its reports are sender reports baresip can echo; baresip's reports on
+    // hark's stream then say what it lost and, with the echo, give the round trip.
+    let silence = [0.0f32; 320];
+    let mut clock = tokio::time::interval(Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while rtp.stats().round_trip().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no round trip from baresip's RTCP within 25 s: {:?}\n{}",
+            rtp.stats(),
+            logs_text()
+                .lines()
+                .filter(|l| l.contains("RTCP"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        clock.tick().await;
+        streams.outbound.push(&silence);
+    }
+    let stats = rtp.stats();
+    let round_trip = stats.round_trip().unwrap();
+    assert!(
+        round_trip < Duration::from_millis(50),
+        "loopback: {round_trip:?}"
+    );
+    assert!(
+        stats.rtcp_sent.load(Relaxed) >= 2,
+        "an RR, then SRs: {stats:?}"
+    );
+    assert_eq!(stats.rtcp_malformed.load(Relaxed), 0);
+    assert_eq!(stats.peer_lost.load(Relaxed), 0, "nothing lost on loopback");
+    eprintln!(
+        "baresip's reports: round trip {round_trip:?}, jitter of ours {} us",
+        stats.peer_jitter_us.load(Relaxed)
+    );
+    blocking(|| phone.command("hangup", ""));
+    blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,12 +697,7 @@ async fn hark_calls_baresip_and_either_side_hangs_up() {
         assert_eq!(call.media.remote.ip(), phone.sip_addr.ip());
         blocking(|| phone.wait_event(&["CALL_ESTABLISHED"], WAIT));
         // Our offer named our RTP socket: baresip's tone arrives there.
-        let mut pkt = [0u8; 1500];
-        let (n, _) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
-            .await
-            .expect("RTP from baresip")
-            .unwrap();
-        assert!(n >= 12 + 160 && pkt[1] & 0x7f == 0, "a PCMU packet");
+        assert_eq!(first_rtp(&call).await, 0, "a PCMU packet");
         if hark_hangs_up {
             call.control().hangup("done").await.expect("BYE answered");
             blocking(|| phone.wait_event(&["CALL_CLOSED"], WAIT));

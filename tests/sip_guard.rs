@@ -526,8 +526,8 @@ async fn a_running_rtp_session_refuses_malformed_rtp_and_rtcp_floods_and_keeps_r
         d[0] &= 0x7f; // never version 2 (bit 7 clear: version 0 or 1)
         d
     }));
-    // RTCP: wrong versions, a length beyond the datagram, cut headers, no report first, and
-    // padding that claims more than the packet.
+    // RTCP: wrong versions, a length beyond the datagram, cut headers, RTP on the RTCP port,
+    // and padding that claims more than the packet.
     let sr = |first: u8, len_words: u16| {
         let mut p = vec![first, 200];
         p.extend_from_slice(&len_words.to_be_bytes());
@@ -536,7 +536,7 @@ async fn a_running_rtp_session_refuses_malformed_rtp_and_rtcp_floods_and_keeps_r
     };
     let mut rtcp_junk: Vec<Vec<u8>> = vec![sr(0x40, 6), sr(0xc0, 6), sr(0x00, 6), sr(0x80, 200)];
     rtcp_junk.extend((1..4).map(|n| sr(0x80, 6)[..n].to_vec()));
-    rtcp_junk.push(vec![0x81, 202, 0, 1, 0, 0, 0, 1]); // SDES alone
+    rtcp_junk.push(vec![0x80, 0, 0, 1, 0, 0, 0, 1]); // payload type 0: RTP, not RTCP
     let mut padded = sr(0xa0, 6);
     *padded.last_mut().unwrap() = 200;
     rtcp_junk.push(padded);

@@ -49,7 +49,7 @@ async fn hark_holds_baresip_which_answers_recvonly_keeps_receiving_hark_and_is_r
     let call = answered_call(&mut ep, &mut phone, &target).await;
     let control = call.control();
     let media = call.media.clone();
-    let (socket, mut events) = call.into_parts();
+    let (socket, rtcp, mut events) = call.into_parts();
     let rtp_port = socket.local_addr().unwrap().port();
     assert!(!control.is_held());
 
@@ -74,8 +74,9 @@ async fn hark_holds_baresip_which_answers_recvonly_keeps_receiving_hark_and_is_r
     assert!(!phone.log().contains(&from_hark), "no RTP from hark yet");
 
     // While held, hark plays hold music (a 1 kHz tone here) through a running media session.
-    let (rtp, mut streams) = RtpSession::start(
+    let (rtp, mut streams) = RtpSession::start_with_rtcp(
         socket,
+        Some(rtcp),
         MediaConfig {
             telephone_event: media.telephone_event,
             ..MediaConfig::new(

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use hark::transport::sip::{Endpoint, RegistrationState};
 use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
-use support::sip_setup::{answered_call, blocking, captured_logs, config, hang_up, registered};
+use support::sip_setup::{
+    answered_call, blocking, captured_logs, config, first_rtp, hang_up, registered,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long the router keeps an idle UDP mapping.
@@ -255,13 +257,7 @@ fn behind_a_nat_hark_registers_where_the_registrar_sees_it_and_its_keepalives_ke
         assert_eq!(call.media.remote.ip(), nat.wan());
         // Answering opened the router for baresip's media on the port hark advertised, so it
         // comes through before hark has sent any.
-        let mut pkt = [0u8; 1500];
-        let (n, from) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
-            .await
-            .expect("baresip's RTP through the NAT within 10 s")
-            .unwrap();
-        assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
-        assert_eq!(from, call.media.remote);
+        first_rtp(&call).await;
         hang_up(&mut call, &mut phone, true).await;
         kept.shutdown().await;
         lapsed.shutdown().await;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use hark::transport::sip::{Endpoint, RegisterError, RegistrationState};
 use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
 use support::sip_setup::{
-    answered_call, blocking, captured_logs, config, hang_up, logs_text, registered,
+    answered_call, blocking, captured_logs, config, first_rtp, hang_up, logs_text, registered,
+    registered_over,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,20 +45,8 @@ async fn registers_over_tcp_with_digest_and_unregisters_on_shutdown() {
         kam.log()
     );
     // kamailio saw the REGISTERs arrive over TCP, with hark's TCP Via and Contact.
+    registered_over(&kam, &ep, "tcp");
     let log = kam.log();
-    let registers = requests(&log, "REGISTER");
-    assert!(!registers.is_empty(), "{log}");
-    for r in &registers {
-        assert!(r.contains("proto=tcp"), "{r}");
-        assert!(r.contains("via=SIP/2.0/TCP "), "{r}");
-        assert!(
-            r.contains(&format!(
-                "contact=<sip:hark@{};transport=tcp>",
-                ep.local_addr()
-            )),
-            "{r}"
-        );
-    }
     assert!(log.contains("AUTH Digest"), "{log}");
     ep.shutdown().await;
     assert_eq!(*rx.borrow_and_update(), RegistrationState::Unregistered);
@@ -65,14 +54,6 @@ async fn registers_over_tcp_with_digest_and_unregisters_on_shutdown() {
         !logs_text().contains("tcp-pass-4711"),
         "the password reached the log"
     );
-}
-
-/// kamailio's log lines for requests of `method` (written by `Kamailio::start_tcp`'s xlog).
-fn requests(log: &str, method: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains(&format!("REQ {method} from ")))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The source `ip:port` in a kamailio request log line.
@@ -104,21 +85,13 @@ async fn baresip_calls_hark_through_kamailio_over_tcp_with_media_both_ways_of_ha
         let mut call = answered_call(&mut ep, &mut phone, &target).await;
         assert!(call.to.contains(&format!("hark@{DOMAIN}")), "{}", call.to);
         // Media flows: baresip's tone arrives at the RTP socket the SDP answer named.
-        let mut pkt = [0u8; 1500];
-        let (n, from) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
-            .await
-            .expect("RTP from baresip within 10 s")
-            .unwrap();
-        assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
-        assert_eq!(pkt[0] >> 6, 2, "RTP version 2");
-        assert_eq!(from, call.media.remote);
+        first_rtp(&call).await;
         // hark's BYE goes through kamailio (it record-routed the INVITE), over TCP.
         hang_up(&mut call, &mut phone, hark_hangs_up).await;
     }
     // Every request of the calls reached kamailio over TCP, hark's BYE among them.
     let log = kam.log();
-    let invites = requests(&log, "INVITE");
-    let byes = requests(&log, "BYE");
+    let (invites, byes) = (kam.requests("INVITE"), kam.requests("BYE"));
     assert_eq!(invites.len(), 2, "{log}");
     assert_eq!(byes.len(), 2, "{log}");
     for r in invites.iter().chain(&byes) {
@@ -145,7 +118,7 @@ async fn a_registrar_restart_closes_the_connection_and_hark_registers_again_over
         registered(&ep).await,
         RegistrationState::Registered { .. }
     ));
-    let before = requests(&kam.log(), "REGISTER");
+    let before = kam.requests("REGISTER");
     let first_source = source(before.last().unwrap());
     let mut rx = ep.registration();
     rx.borrow_and_update();
@@ -178,7 +151,7 @@ async fn a_registrar_restart_closes_the_connection_and_hark_registers_again_over
     .unwrap();
     let took = restarted.elapsed();
     let log = kam.log();
-    let after: Vec<String> = requests(&log, "REGISTER").split_off(before.len());
+    let after: Vec<String> = kam.requests("REGISTER").split_off(before.len());
     assert!(!after.is_empty(), "{log}");
     for r in &after {
         assert!(r.contains("proto=tcp"), "{r}");

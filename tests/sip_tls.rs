@@ -9,7 +9,8 @@ use std::time::Duration;
 use hark::transport::sip::{Endpoint, RegistrationState};
 use support::sip_peers::{require_peers, Baresip, Kamailio, DOMAIN};
 use support::sip_setup::{
-    answered_call, blocking, captured_logs, config, hang_up, logs_text, registered,
+    answered_call, blocking, captured_logs, config, first_rtp, hang_up, logs_text, registered,
+    registered_over,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -31,14 +32,6 @@ async fn registering(kam: &Kamailio, password: &str, ca: &str) -> Endpoint {
     .unwrap()
 }
 
-/// kamailio's log lines for requests of `method` (written by `Kamailio::start_tls`'s xlog).
-fn requests(log: &str, method: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| l.contains(&format!("REQ {method} from ")))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hark_registers_over_tls_and_takes_calls_kamailio_relays_to_it_over_tls() {
     require_peers();
@@ -54,36 +47,17 @@ async fn hark_registers_over_tls_and_takes_calls_kamailio_relays_to_it_over_tls(
         "{}",
         kam.log()
     );
-    let log = kam.log();
-    let registers = requests(&log, "REGISTER");
-    assert!(!registers.is_empty(), "{log}");
-    for r in &registers {
-        assert!(r.contains("proto=tls"), "{r}");
-        assert!(r.contains("via=SIP/2.0/TLS "), "{r}");
-        assert!(
-            r.contains(&format!(
-                "contact=<sip:hark@{};transport=tls>",
-                ep.local_addr()
-            )),
-            "{r}"
-        );
-    }
+    registered_over(&kam, &ep, "tls");
     // A phone on UDP calls hark's address of record; kamailio relays to its TLS contact.
     let mut phone = Baresip::start("caller", Some((kam.addr, "caller-pass")));
     blocking(|| phone.wait_log("200 OK (kamailio", WAIT));
     for hark_hangs_up in [false, true] {
         let mut call = answered_call(&mut ep, &mut phone, &format!("sip:hark@{DOMAIN}")).await;
-        let mut pkt = [0u8; 1500];
-        let (n, from) = tokio::time::timeout(WAIT, call.rtp_socket.recv_from(&mut pkt))
-            .await
-            .expect("RTP from baresip within 10 s")
-            .unwrap();
-        assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
-        assert_eq!(from, call.media.remote);
+        first_rtp(&call).await;
         hang_up(&mut call, &mut phone, hark_hangs_up).await;
     }
     // hark's BYE went to kamailio over TLS (kamailio record-routed both sides).
-    let byes = requests(&kam.log(), "BYE");
+    let byes = kam.requests("BYE");
     assert!(
         byes.iter()
             .any(|b| b.contains("proto=tls") && b.contains("via=SIP/2.0/TLS")),
@@ -110,6 +84,6 @@ async fn a_registrar_whose_certificate_hark_does_not_trust_never_gets_the_regist
         e.to_string().contains("invalid peer certificate"),
         "the reason is given: {e}"
     );
-    assert_eq!(requests(&kam.log(), "REGISTER"), Vec::<String>::new());
+    assert_eq!(kam.requests("REGISTER"), Vec::<String>::new());
     ep.shutdown().await;
 }

@@ -402,9 +402,9 @@ async fn serve(
     }
     let handle_sip = call.control();
     // The socket moves to the media; the call's events stay here.
-    let (socket, mut call_events) = call.into_parts();
-    let (rtp, streams) =
-        RtpSession::start(socket, media_config).map_err(|e| PhoneError::Call(e.to_string()))?;
+    let (socket, rtcp, mut call_events) = call.into_parts();
+    let (rtp, streams) = RtpSession::start_with_rtcp(socket, Some(rtcp), media_config)
+        .map_err(|e| PhoneError::Call(e.to_string()))?;
     let rtp = Arc::new(rtp);
     let open = Arc::new(AtomicBool::new(true));
     let (leg_tx, leg_rx) = mpsc::channel(4);
@@ -640,6 +640,8 @@ async fn serve(
         received = stats.received.load(std::sync::atomic::Ordering::Relaxed),
         lost = stats.lost.load(std::sync::atomic::Ordering::Relaxed),
         jitter_ms = stats.jitter_ms(),
+        peer_lost = stats.peer_lost.load(std::sync::atomic::Ordering::Relaxed),
+        round_trip_ms = stats.round_trip().map(|d| d.as_secs_f32() * 1000.0),
         "call ended"
     );
     let _ = shared

@@ -283,6 +283,15 @@ request_route {{
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("kamailio.log")).unwrap_or_default()
     }
+
+    /// The log's lines for the requests of `method` it received, oldest first.
+    pub fn requests(&self, method: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&format!("REQ {method} from ")))
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Drop for Kamailio {

@@ -7,7 +7,7 @@ use hark::config::SipConfig;
 use hark::transport::sip::{CallEvent, Endpoint, HangupReason, IncomingCall, RegistrationState};
 use hark::transport::CallControl;
 
-use super::sip_peers::Baresip;
+use super::sip_peers::{Baresip, Kamailio};
 
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
 
@@ -104,4 +104,33 @@ pub async fn hang_up(call: &mut IncomingCall, phone: &mut Baresip, by_hark: bool
         );
     }
     blocking(|| phone.wait_event(&["CALL_CLOSED"], wait));
+}
+
+/// Waits (10 s at most) for the first RTP packet at `call`'s socket and checks it is a 20 ms
+/// G.711 packet from the address the phone's SDP named; returns its payload type.
+pub async fn first_rtp(call: &IncomingCall) -> u8 {
+    let mut pkt = [0u8; 1500];
+    let wait = std::time::Duration::from_secs(10);
+    let (n, from) = tokio::time::timeout(wait, call.rtp_socket.recv_from(&mut pkt))
+        .await
+        .expect("RTP from the phone within 10 s")
+        .unwrap();
+    assert!(n >= 12 + 160, "a 20 ms G.711 packet, got {n} bytes");
+    assert_eq!(pkt[0] >> 6, 2, "RTP version 2");
+    assert_eq!(from, call.media.remote);
+    pkt[1] & 0x7f
+}
+
+/// Checks that kamailio got REGISTERs from `ep`, each over `proto` ("tcp", "tls") with
+/// hark's Via and Contact for it (the log of `Kamailio::start_tcp`/`start_tls`).
+pub fn registered_over(kam: &Kamailio, ep: &Endpoint, proto: &str) {
+    let registers = kam.requests("REGISTER");
+    assert!(!registers.is_empty(), "{}", kam.log());
+    let via = format!("via=SIP/2.0/{} ", proto.to_ascii_uppercase());
+    let contact = format!("contact=<sip:hark@{};transport={proto}>", ep.local_addr());
+    for r in &registers {
+        assert!(r.contains(&format!("proto={proto}")), "{r}");
+        assert!(r.contains(&via), "{r}");
+        assert!(r.contains(&contact), "{r}");
+    }
 }

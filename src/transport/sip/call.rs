@@ -2,6 +2,7 @@
 //! bound RTP socket, the events the caller causes (hangup, hold, INFO), and the controls
 //! (answer, hangup) that the conversation engine uses.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,19 +72,25 @@ pub struct IncomingCall {
     pub to: String,
     /// The media the offer/answer settled.
     pub media: NegotiatedMedia,
-    /// The local RTP socket named in hark's SDP answer (bound in `rtp_ports`).
+    /// The local RTP socket named in hark's SDP (an even port in `rtp_ports`).
     pub rtp_socket: UdpSocket,
+    /// Its RTCP socket, on the next port up (RFC 3550 §11).
+    pub rtcp_socket: UdpSocket,
     pub(super) events: mpsc::Receiver<CallEvent>,
     pub(super) control: Arc<CallHandle>,
 }
 
 /// Opens a NAT in front of hark for the far end's media before the far end may send any: an
-/// empty datagram (RFC 6263 §4.1) from the RTP port to theirs makes a masquerading router map
-/// that port, keeping its number where it can, the one the SDP advertised. Were their packets
-/// first, the router would have no mapping for them and pick another port for ours.
-pub(super) async fn open_media_path(rtp: &UdpSocket, remote: std::net::SocketAddr) {
-    if let Err(e) = rtp.send_to(&[], remote).await {
-        tracing::debug!(%remote, "sip: opening the media path: {e}");
+/// empty datagram (RFC 6263 §4.1) from the RTP port to theirs (and from RTCP's to theirs)
+/// makes a masquerading router map that port, keeping its number where it can, the one the
+/// SDP advertised. Were their packets first, the router would have no mapping for them and
+/// pick another port for ours.
+pub(super) async fn open_media_path(rtp: &UdpSocket, rtcp: &UdpSocket, remote: SocketAddr) {
+    let rtcp_remote = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
+    for (socket, to) in [(rtp, remote), (rtcp, rtcp_remote)] {
+        if let Err(e) = socket.send_to(&[], to).await {
+            tracing::debug!(%to, "sip: opening the media path: {e}");
+        }
     }
 }
 
@@ -102,7 +109,7 @@ impl IncomingCall {
     /// Answers: sends 200 OK with the SDP answer (resent until the caller's ACK) and returns
     /// once the ACK arrived. Fails if the caller cancelled first or never acknowledged.
     pub async fn answer(&self) -> Result<(), CallError> {
-        open_media_path(&self.rtp_socket, self.media.remote).await;
+        open_media_path(&self.rtp_socket, &self.rtcp_socket, self.media.remote).await;
         self.control.shared.answer(&self.control.call_id).await
     }
 
@@ -129,11 +136,11 @@ impl IncomingCall {
         self.control.clone()
     }
 
-    /// Splits an answered call into its RTP socket (for the media session) and its events
-    /// (for whoever runs the call); the controls stay reachable through [`Self::control`]'s
-    /// handle, taken before.
-    pub fn into_parts(self) -> (UdpSocket, mpsc::Receiver<CallEvent>) {
-        (self.rtp_socket, self.events)
+    /// Splits an answered call into its RTP and RTCP sockets (for the media session) and its
+    /// events (for whoever runs the call); the controls stay reachable through
+    /// [`Self::control`]'s handle, taken before.
+    pub fn into_parts(self) -> (UdpSocket, UdpSocket, mpsc::Receiver<CallEvent>) {
+        (self.rtp_socket, self.rtcp_socket, self.events)
     }
 }
 

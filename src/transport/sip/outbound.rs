@@ -231,8 +231,8 @@ pub(super) async fn dial(
     if shared.lock().calls.len() >= limit {
         return Err(DialError::Busy("max_sessions calls are up"));
     }
-    let rtp_socket = shared
-        .bind_rtp()
+    let (rtp_socket, rtcp_socket) = shared
+        .bind_media()
         .await
         .ok_or(DialError::Busy("no free RTP port"))?;
     let contact = shared.contact_addr();
@@ -357,7 +357,7 @@ pub(super) async fn dial(
     });
     if let Ok((_, media)) = &agreed {
         // Before the ACK: the far end may send media as soon as it has it.
-        super::call::open_media_path(&rtp_socket, media.remote).await;
+        super::call::open_media_path(&rtp_socket, &rtcp_socket, media.remote).await;
     }
     shared.socket.send(&ack, ack_dest).await;
     let (answer, media) = agreed.map_err(DialError::Media)?;
@@ -400,6 +400,7 @@ pub(super) async fn dial(
         to: remote_party,
         media,
         rtp_socket,
+        rtcp_socket,
         events: ev_rx,
         control: Arc::new(CallHandle {
             shared: shared.clone(),

@@ -644,7 +644,7 @@ impl Shared {
                 return;
             }
         };
-        let Some(rtp_socket) = self.bind_rtp().await else {
+        let Some((rtp_socket, rtcp_socket)) = self.bind_media().await else {
             tracing::warn!("sip: no free RTP port in sip.rtp_ports; INVITE refused (503)");
             self.reply(&msg, 503, "Service Unavailable", src).await;
             return;
@@ -697,6 +697,7 @@ impl Shared {
             to: msg.header("To").unwrap_or_default().to_owned(),
             media,
             rtp_socket,
+            rtcp_socket,
             events: ev_rx,
             control: Arc::new(CallHandle {
                 shared: self.clone(),
@@ -771,7 +772,9 @@ impl Shared {
         Ok((offer, media))
     }
 
-    pub(super) async fn bind_rtp(&self) -> Option<UdpSocket> {
+    /// Binds a call's RTP socket on an even port of `rtp_ports` and its RTCP socket on the
+    /// next (RFC 3550 §11: the SDP names only the first), skipping pairs in use.
+    pub(super) async fn bind_media(&self) -> Option<(UdpSocket, UdpSocket)> {
         let [lo, hi] = self.settings.rtp_ports;
         // Beside the signalling socket: the advertised address may be a NAT's or
         // `public_address`, not one of this host's.
@@ -787,8 +790,14 @@ impl Shared {
                 st.next_rtp = if p.saturating_add(2) > hi { lo } else { p + 2 };
                 p
             };
-            if let Ok(s) = UdpSocket::bind(SocketAddr::new(bind_ip, port)).await {
-                return Some(s);
+            let Some(next) = port.checked_add(1) else {
+                continue;
+            };
+            let Ok(rtp) = UdpSocket::bind(SocketAddr::new(bind_ip, port)).await else {
+                continue;
+            };
+            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(bind_ip, next)).await {
+                return Some((rtp, rtcp));
             }
         }
         None

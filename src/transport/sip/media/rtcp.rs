@@ -12,9 +12,9 @@ pub enum RtcpError {
     /// A packet is not version 2.
     #[error("RTCP version {0}, expected 2")]
     BadVersion(u8),
-    /// A compound packet must begin with a sender or receiver report.
-    #[error("RTCP compound packet begins with type {0}, not SR or RR")]
-    NotAReport(u8),
+    /// A packet type outside RTCP's 192–223 (RFC 5761 §4): not RTCP at all.
+    #[error("packet type {0} is not RTCP")]
+    NotRtcp(u8),
     /// The caller's buffer is too small for the report.
     #[error("buffer too small for the RTCP report")]
     BufferTooSmall,
@@ -100,10 +100,55 @@ impl RtcpPacket<'_> {
             octets: w(20),
         })
     }
+
+    /// The report blocks of an SR or RR: how the sender receives each stream it reports on
+    /// (ours among them), as many as its count says and its length holds.
+    pub fn report_blocks(&self) -> impl Iterator<Item = ReportBlock> + '_ {
+        let start = match self.packet_type {
+            SR => 24,
+            RR => 4,
+            _ => usize::MAX,
+        };
+        let blocks = self.body.get(start..).unwrap_or_default();
+        blocks
+            .chunks_exact(24)
+            .take(usize::from(self.count))
+            .map(|b| {
+                let w = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+                ReportBlock {
+                    ssrc: w(0),
+                    fraction_lost: b[4],
+                    cumulative_lost: w(4) & 0xff_ffff,
+                    highest_seq: w(8),
+                    jitter: w(12),
+                    last_sr: w(16),
+                    delay_since_last_sr: w(20),
+                }
+            })
+    }
+}
+
+impl ReportBlock {
+    /// The round trip to the reporter and back (RFC 3550 §6.4.1): now, less the time of our
+    /// SR it echoes, less how long it held that SR; `None` if it has had no SR of ours.
+    pub fn round_trip(&self, ntp_now: u64) -> Option<std::time::Duration> {
+        if self.last_sr == 0 {
+            return None;
+        }
+        let now = (ntp_now >> 16) as u32;
+        let units = now
+            .wrapping_sub(self.last_sr)
+            .wrapping_sub(self.delay_since_last_sr);
+        // A clock step or a bogus block gives a "negative" round trip: no figure.
+        (units < 0x8000_0000)
+            .then(|| std::time::Duration::from_micros(u64::from(units) * 1_000_000 / 65_536))
+    }
 }
 
 /// Splits a compound RTCP datagram into its packets, checking every header and length; the
-/// first must be an SR or RR (RFC 3550 §6.1).
+/// types must be RTCP's. A compound begins with an SR or RR (RFC 3550 §6.1), but packets that
+/// do not (reduced-size RTCP, RFC 5506, which baresip sends: a lone APP or BYE) are taken too:
+/// they are well-formed, only not reports.
 pub fn parse_compound(buf: &[u8]) -> Result<Vec<RtcpPacket<'_>>, RtcpError> {
     let mut out = Vec::with_capacity(4);
     let mut at = 0;
@@ -130,8 +175,8 @@ pub fn parse_compound(buf: &[u8]) -> Result<Vec<RtcpPacket<'_>>, RtcpError> {
             }
             body = &body[..body.len() - p];
         }
-        if out.is_empty() && packet_type != SR && packet_type != RR {
-            return Err(RtcpError::NotAReport(packet_type));
+        if !(192..=223).contains(&packet_type) {
+            return Err(RtcpError::NotRtcp(packet_type));
         }
         out.push(RtcpPacket {
             packet_type,
@@ -259,8 +304,7 @@ mod tests {
         assert_eq!((packets[0].packet_type, packets[0].count), (SR, 1));
         assert_eq!(packets[0].ssrc(), Some(7));
         assert_eq!(packets[0].sender_info(), Some(info));
-        assert_eq!(&packets[0].body[24..28], &9u32.to_be_bytes());
-        assert_eq!(packets[0].body[28], 12);
+        assert_eq!(packets[0].report_blocks().collect::<Vec<_>>(), [block]);
         assert_eq!(packets[1].packet_type, SDES);
         assert_eq!(&packets[1].body[4..6], &[1, 9]);
         assert_eq!(&packets[1].body[6..15], b"hark@host");
@@ -269,6 +313,29 @@ mod tests {
         let packets = parse_compound(&buf[..n]).unwrap();
         assert_eq!((packets[0].packet_type, packets[0].count), (RR, 0));
         assert_eq!(packets[0].sender_info(), None);
+        assert_eq!(packets[0].report_blocks().count(), 0);
+        // A receiver report's block follows its SSRC directly.
+        let n = write_report(7, None, Some(block), "x", &mut buf).unwrap();
+        let packets = parse_compound(&buf[..n]).unwrap();
+        assert_eq!(packets[0].report_blocks().collect::<Vec<_>>(), [block]);
+        assert_eq!(packets[1].report_blocks().count(), 0, "SDES has none");
+    }
+
+    #[test]
+    fn the_round_trip_is_now_less_the_echoed_sr_time_less_the_reporters_hold() {
+        let sent_at: u64 = 0xE8AB_CDEF_1234_5678; // an SR's NTP time
+        let block = |delay_s: f64| ReportBlock {
+            last_sr: (sent_at >> 16) as u32,
+            delay_since_last_sr: (delay_s * 65_536.0) as u32,
+            ..ReportBlock::default()
+        };
+        let at = |s: f64| sent_at + (s * 4_294_967_296.0) as u64;
+        // Back 1.25 s after our SR, which the peer held for 1 s: 250 ms on the wire.
+        let rtt = block(1.0).round_trip(at(1.25)).unwrap();
+        assert!((rtt.as_secs_f64() - 0.25).abs() < 1e-4, "{rtt:?}");
+        // No SR of ours seen yet, or a figure that would be negative: none.
+        assert_eq!(ReportBlock::default().round_trip(at(1.0)), None);
+        assert_eq!(block(2.0).round_trip(at(1.0)), None);
     }
 
     #[test]
@@ -286,11 +353,22 @@ mod tests {
             parse_compound(&[0x80, 201, 0, 5, 0, 0, 0, 0]),
             Err(RtcpError::Truncated(0))
         );
+        // RTP sent to the RTCP port (PCMU, payload type 0).
         assert_eq!(
-            parse_compound(&[0x81, 202, 0, 0]),
-            Err(RtcpError::NotAReport(202))
+            parse_compound(&[0x80, 0, 0, 1, 0, 0, 0, 0]),
+            Err(RtcpError::NotRtcp(0))
         );
         assert!(write_report(1, None, None, "cname", &mut [0u8; 10]).is_err());
+    }
+
+    #[test]
+    fn a_lone_bye_or_app_as_baresip_sends_them_is_taken_though_it_is_not_a_report() {
+        let bye = [0x81, BYE, 0, 1, 0, 0, 0, 42];
+        let packets = parse_compound(&bye).unwrap();
+        assert_eq!((packets[0].packet_type, packets[0].ssrc()), (BYE, Some(42)));
+        assert_eq!(packets[0].report_blocks().count(), 0);
+        let app = [0x80, 204, 0, 2, 0, 0, 0, 42, b'P', b'I', b'N', b'G'];
+        assert_eq!(parse_compound(&app).unwrap()[0].packet_type, 204);
     }
 
     proptest! {
@@ -298,7 +376,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(ps) = parse_compound(&bytes) {
                 for p in ps {
-                    let _ = (p.ssrc(), p.sender_info());
+                    let _ = (p.ssrc(), p.sender_info(), p.report_blocks().count());
                 }
             }
         }

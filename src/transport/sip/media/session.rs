@@ -189,12 +189,27 @@ pub struct MediaStats {
     pub rtcp_received: AtomicU64,
     /// RTCP datagrams refused as malformed.
     pub rtcp_malformed: AtomicU64,
+    /// Of our packets, how many the peer reports lost in all (its last report block on us).
+    pub peer_lost: AtomicU64,
+    /// The peer's interarrival jitter of our stream, in microseconds (same report).
+    pub peer_jitter_us: AtomicU32,
+    /// The last round trip measured from the peer's reports (RFC 3550 §6.4.1), in
+    /// microseconds; 0 until one echoed an SR of ours.
+    pub round_trip_us: AtomicU32,
 }
 
 impl MediaStats {
     /// The jitter estimate in milliseconds.
     pub fn jitter_ms(&self) -> f32 {
         self.jitter_us.load(Ordering::Relaxed) as f32 / 1000.0
+    }
+
+    /// The last round trip the peer's reports gave, if any did.
+    pub fn round_trip(&self) -> Option<Duration> {
+        match self.round_trip_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(u64::from(us))),
+        }
     }
 }
 
@@ -884,6 +899,9 @@ impl Task {
                     if let Some(info) = p.sender_info() {
                         self.last_sr = Some(((info.ntp >> 16) as u32, Instant::now()));
                     }
+                    for block in p.report_blocks().filter(|b| b.ssrc == self.ssrc) {
+                        self.on_report_of_ours(&block);
+                    }
                     if p.packet_type == rtcp::BYE {
                         tracing::info!(%from, "RTCP BYE from the peer");
                     }
@@ -895,6 +913,21 @@ impl Task {
                     tracing::warn!(%from, count = n, "RTCP datagram refused: {e}");
                 }
             }
+        }
+    }
+
+    /// Keeps what the peer says of our stream: loss, jitter and the round trip.
+    fn on_report_of_ours(&self, block: &ReportBlock) {
+        let st = &self.stats;
+        st.peer_lost
+            .store(u64::from(block.cumulative_lost), Ordering::Relaxed);
+        // In RTP timestamp units: G.711's 8 kHz clock.
+        let jitter_us = u64::from(block.jitter) * 1_000_000 / u64::from(G711_RATE);
+        st.peer_jitter_us
+            .store(jitter_us.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+        if let Some(rtt) = block.round_trip(rtcp::ntp_now()) {
+            let us = rtt.as_micros().clamp(1, u128::from(u32::MAX)) as u32;
+            st.round_trip_us.store(us, Ordering::Relaxed);
         }
     }
 
